@@ -1,0 +1,93 @@
+"""The ``fcn-tf1`` command: thin subcommands that parse, then call the modules.
+
+Every user-facing error (``FcnError``) is printed as one line,
+``fcn-tf1: error: <message>``, and the exit status is 2.
+"""
+import argparse
+import pathlib
+import sys
+
+from fcn_tf1.errors import FcnError
+
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "siftflow_sample.h5"
+
+
+def _add_prepare(subparsers):
+    p = subparsers.add_parser(
+        "prepare", help="convert the released SIFT Flow layout into one HDF5 file",
+        description="Read SIFT Flow as released (Images/.../NAME.jpg + SemanticLabels/.../NAME.mat) "
+                    "for the names of a split list and write one HDF5 file: images uint8 [N,256,256,3], "
+                    "labels uint8 [N,256,256] (0..32, void 255), names. Written atomically.")
+    p.add_argument("--data-dir", required=True, type=pathlib.Path,
+                   help="SIFT Flow root (holds Images/, SemanticLabels/, trainval.txt)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--split", default=None,
+                       help="split name: reads the list DATA_DIR/SPLIT.txt (default: trainval)")
+    group.add_argument("--names-file", type=pathlib.Path, default=None,
+                       help="a file of image names, one per line, instead of --split")
+    p.add_argument("--out", required=True, type=pathlib.Path, help="output HDF5 file")
+    p.add_argument("--limit-per-category", type=int, default=None,
+                   help="keep only the first K names of each scene category (to build small samples)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: number of cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args):
+    from fcn_tf1 import h5data
+    h5data.prepare(args.data_dir, args.out, split=args.split, names_file=args.names_file,
+                   limit_per_category=args.limit_per_category, workers=args.workers,
+                   progress=not args.quiet)
+    return 0
+
+
+def _add_compare(subparsers):
+    p = subparsers.add_parser(
+        "compare", help="prove the reshape and reshape-free loss variants equal",
+        description="Build both loss variants on the same inference() graph and the same real "
+                    "SIFT Flow batch (void pixels included); report both losses, the largest loss "
+                    "and gradient differences over every trainable variable, and the training-step "
+                    "time of each variant.")
+    p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
+                   help="HDF5 file from `fcn-tf1 prepare` (default: the embedded sample)")
+    p.add_argument("--batch-size", type=int, default=4, help="images in the compared batch")
+    p.add_argument("--repeats", type=int, default=7, help="timed training steps per variant")
+    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON")
+    p.add_argument("--seed", type=int, default=0, help="graph seed for the initial weights")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args):
+    from fcn_tf1 import compare
+    compare.run_compare(args.data, batch_size=args.batch_size, repeats=args.repeats,
+                        json_out=args.json, seed=args.seed)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fcn-tf1",
+        description="FCN scene labeling on SIFT Flow in TF1-style graph code (tf.compat.v1).")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    _add_prepare(subparsers)
+    _add_compare(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FcnError as err:
+        print(f"fcn-tf1: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcn-tf1: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""fcn_tf1: per-pixel FCN scene labeling on SIFT Flow in TF1-style graph code."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fcn_tf1",
+    version="0.1.0",
+    description=(
+        "Fully convolutional scene labeling (SIFT Flow, 33 classes) written as "
+        "TF1-style graph code through tf.compat.v1, running on TensorFlow 2.x"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fcn_tf1", "fcn_tf1.*"]),
+    install_requires=[
+        # 2.12 is the oldest release kept working (last Keras 2 era), 2.21 the newest tested.
+        "tensorflow>=2.12,<2.22",
+        "numpy",
+        "h5py",
+        "scipy",  # reads SIFT Flow's MATLAB .mat label maps
+        "pillow",  # JPEG/PNG decoding and the prediction PNGs
+    ],
+    extras_require={
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["fcn-tf1=fcn_tf1.cli:main"]},
+)
