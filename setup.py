@@ -19,6 +19,7 @@ setup(
         "h5py",
         "scipy",  # reads SIFT Flow's MATLAB .mat label maps
         "pillow",  # JPEG/PNG decoding and the prediction PNGs
+        "tqdm",  # progress bars on long work
     ],
     extras_require={
         "test": ["pytest"],
