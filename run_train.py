@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Front door: `python run_train.py` trains the default model on the embedded data.
+"""Front door: ``python run_train.py`` trains the default model on the embedded data.
 
-Training lands with the training issue; until then this says so instead of
-pretending to train.
+The same command as ``fcn-tf1 train``; ``python run_train.py --help`` lists
+every option. With no options it trains the default compact FCN-8s on the
+real SIFT Flow sample in data/ for a few minutes, evaluates on the sample's
+validation images, prints the metrics table and writes prediction PNGs.
 """
 import sys
 
+from fcn_tf1.cli import main
+
 if __name__ == "__main__":
-    print("run_train.py: training is not implemented yet", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(main(["train"] + sys.argv[1:]))

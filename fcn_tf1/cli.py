@@ -65,6 +65,31 @@ def _run_compare(args):
     return 0
 
 
+TRAIN_DESCRIPTION = (
+    "Train (or resume) an FCN on SIFT Flow: placeholders -> inference() -> per-pixel softmax "
+    "cross-entropy on logits reshaped to [-1, C] (void pixels masked) -> optimizer, in a "
+    "tf.compat.v1.Session loop with tf.train.Saver checkpoints. With no options it trains the "
+    "default compact FCN-8s on the embedded sample in data/ for a few minutes, evaluates it on "
+    "the sample's validation images and writes prediction PNGs.")
+
+
+def _add_train(subparsers):
+    from fcn_tf1 import train_args
+    p = subparsers.add_parser("train", help="train or resume a run (same as python run_train.py)",
+                              description=TRAIN_DESCRIPTION)
+    train_args.add_arguments(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args):
+    from fcn_tf1 import train, train_args
+    train_args.resolve_data(args)
+    train_args.resolve_epochs(args)
+    config, explicit = train_args.config_from_args(args)
+    train.train(config, args.train_dir, explicit=explicit)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fcn-tf1",
@@ -72,6 +97,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_prepare(subparsers)
+    _add_train(subparsers)
     _add_compare(subparsers)
     return parser
 
@@ -83,7 +109,7 @@ def main(argv=None):
         return args.func(args)
     except FcnError as err:
         print(f"fcn-tf1: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("fcn-tf1: interrupted", file=sys.stderr)
         return 130

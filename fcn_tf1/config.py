@@ -1,0 +1,240 @@
+"""The run config: one immutable object, built once, saved as config.json.
+
+``RunConfig`` holds everything needed to rebuild the graph and to continue a
+run exactly (model, loss, data order, optimizer, schedule). The training loop
+writes it to ``TRAIN_DIR/config.json`` before the first step; ``eval``,
+``predict`` and ``export`` rebuild the graph from it, and a resumed run is
+checked against it (:func:`merge_for_resume`).
+
+config.json is parsed with ``json`` and validated field by field: unknown keys,
+wrong types or values outside the allowed sets are a ``ConfigError`` naming
+the file, never ``eval``.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Optional, Tuple
+
+from fcn_tf1.errors import ConfigError
+from fcn_tf1.rundir import write_json
+
+CONFIG_NAME = "config.json"
+
+VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
+BACKBONES = ("compact", "vgg16")
+LOSS_VARIANTS = ("reshape", "reshape_free")
+OPTIMIZERS = ("momentum", "adam")
+SCHEDULES = ("poly", "step", "constant")
+CLASS_WEIGHTINGS = ("none", "median_frequency")
+
+# Fields a resumed run may change: they do not alter the graph, the variables,
+# or the data order, so the checkpoint stays valid and the run stays exact.
+RESUME_OVERRIDABLE = frozenset({
+    "max_steps", "save_every_steps", "save_every_secs", "max_to_keep",
+    "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
+    "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as config.json next to the checkpoints.
+
+    Model: ``num_classes``, ``variant`` (fcn8s/16s/32s), ``backbone``
+    (compact/vgg16), ``width`` (compact width multiplier), ``vgg16_weights``
+    (optional Keras VGG16 HDF5 file to start from).
+    Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
+    ``class_weighting`` and the resulting ``class_weights`` (stored, so a
+    resumed run uses exactly the same weights).
+    Data: ``data`` (HDF5 from ``fcn-tf1 prepare``), ``val_fraction``,
+    ``batch_size``, ``crop_size`` (None = full images), ``flip``,
+    ``scale_jitter`` ((min, max) or None), ``seed``.
+    Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
+    ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; step:
+    lr*step_gamma^floor(step/step_size); constant), ``weight_decay``,
+    ``max_steps``.
+    Bookkeeping: checkpoint, summary, evaluation and logging intervals.
+    """
+    # model
+    num_classes: int = 33
+    variant: str = "fcn8s"
+    backbone: str = "compact"
+    width: int = 16
+    vgg16_weights: Optional[str] = None
+    # loss
+    loss_variant: str = "reshape"
+    void_label: int = 255
+    class_weighting: str = "none"
+    class_weights: Optional[Tuple[float, ...]] = None
+    # data
+    data: str = "data/siftflow_sample.h5"
+    val_fraction: float = 0.1
+    batch_size: int = 8
+    crop_size: Optional[int] = 128
+    flip: bool = True
+    scale_jitter: Optional[Tuple[float, float]] = None
+    seed: int = 0
+    # optimisation
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    lr_schedule: str = "poly"
+    poly_power: float = 0.9
+    step_size: int = 1000
+    step_gamma: float = 0.1
+    weight_decay: float = 5e-4
+    max_steps: int = 300
+    # bookkeeping
+    save_every_steps: int = 100
+    save_every_secs: float = 600.0
+    max_to_keep: int = 5
+    eval_every_steps: int = 0
+    summary_every_steps: int = 10
+    image_summary_every_steps: int = 100
+    log_every_steps: int = 10
+    num_prediction_pngs: int = 4
+
+    def __post_init__(self):
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _problems(cfg):
+    """Human-readable reasons why ``cfg`` cannot be used (empty when fine)."""
+    out = []
+
+    def choice(name, allowed):
+        if getattr(cfg, name) not in allowed:
+            out.append(f"{name}={getattr(cfg, name)!r} not one of {', '.join(allowed)}")
+
+    def positive(name, allow_zero=False):
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
+            out.append(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+    choice("variant", VARIANTS)
+    choice("backbone", BACKBONES)
+    choice("loss_variant", LOSS_VARIANTS)
+    choice("optimizer", OPTIMIZERS)
+    choice("lr_schedule", SCHEDULES)
+    choice("class_weighting", CLASS_WEIGHTINGS)
+    for name in ("num_classes", "width", "batch_size", "max_steps", "learning_rate",
+                 "step_size", "max_to_keep"):
+        positive(name)
+    for name in ("weight_decay", "momentum", "save_every_steps", "save_every_secs",
+                 "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
+                 "log_every_steps", "num_prediction_pngs", "seed"):
+        positive(name, allow_zero=True)
+    if not 0 <= cfg.void_label <= 255 or cfg.void_label < cfg.num_classes:
+        out.append(f"void_label={cfg.void_label} must be in [num_classes, 255]")
+    if cfg.crop_size is not None and (cfg.crop_size < 32 or cfg.crop_size > 4096):
+        out.append(f"crop_size={cfg.crop_size} must be in [32, 4096] or None (full images)")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        out.append(f"val_fraction={cfg.val_fraction} must be in [0, 1)")
+    if cfg.scale_jitter is not None:
+        lo_hi = tuple(cfg.scale_jitter)
+        if len(lo_hi) != 2 or not 0.1 <= lo_hi[0] <= lo_hi[1] <= 10.0:
+            out.append(f"scale_jitter={cfg.scale_jitter} must be (min, max) with 0.1 <= min <= max <= 10")
+    if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
+        out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
+    if cfg.vgg16_weights is not None and cfg.backbone != "vgg16":
+        out.append("vgg16_weights needs backbone='vgg16'")
+    return out
+
+
+_TUPLE_FIELDS = ("class_weights", "scale_jitter")
+
+
+def from_dict(values, source="config"):
+    """Build a RunConfig from a plain dict, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default
+        if name in _TUPLE_FIELDS:
+            if value is not None:
+                if not isinstance(value, (list, tuple)) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"{source}: {name} must be a list of numbers or null")
+                value = tuple(float(v) for v in value)
+        elif default is None or name == "crop_size":
+            pass  # optional fields: checked by value below
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+        kwargs[name] = value
+    for name in ("crop_size",):
+        if kwargs.get(name) is not None and (isinstance(kwargs[name], bool)
+                                             or not isinstance(kwargs[name], int)):
+            raise ConfigError(f"{source}: {name} must be an integer or null")
+    for name in ("vgg16_weights",):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
+            raise ConfigError(f"{source}: {name} must be a string or null")
+    try:
+        return RunConfig(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def save(config, train_dir):
+    """Write ``TRAIN_DIR/config.json`` atomically (temp file, then rename)."""
+    write_json(pathlib.Path(train_dir) / CONFIG_NAME, config.to_dict())
+
+
+def load(train_dir):
+    """Read and validate ``TRAIN_DIR/config.json``."""
+    path = pathlib.Path(train_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config.json (not a training directory of fcn_tf1?)")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable config ({err})") from None
+    return from_dict(values, source=str(path))
+
+
+def merge_for_resume(saved, requested, explicit, train_dir):
+    """The config a resumed run continues with.
+
+    Args:
+      saved: the RunConfig of the existing run (from its config.json).
+      requested: the RunConfig built from this command line.
+      explicit: names of the fields the user set explicitly on this command line.
+      train_dir: for the error message.
+
+    Returns:
+      ``saved`` with the explicitly given overridable fields taken from
+      ``requested``. An explicitly given field that would change the graph,
+      the variables or the data order is a ``ConfigError`` naming each one.
+    """
+    conflicts = [
+        f"{name}: run has {getattr(saved, name)!r}, command asks for {getattr(requested, name)!r}"
+        for name in sorted(explicit)
+        if name not in RESUME_OVERRIDABLE and getattr(saved, name) != getattr(requested, name)]
+    if conflicts:
+        raise ConfigError(
+            f"{pathlib.Path(train_dir) / CONFIG_NAME}: cannot resume with a different setup ("
+            + "; ".join(conflicts) + "); use a new --train-dir or drop those options")
+    changes = {name: getattr(requested, name) for name in explicit if name in RESUME_OVERRIDABLE}
+    return saved.replace(**changes)

@@ -1,0 +1,102 @@
+"""Graph construction from a RunConfig: the design's placeholders -> inference -> loss -> train op.
+
+``build_inference_graph(config)`` is what eval, predict and export rebuild;
+``build_training_graph(config)`` adds the loss, weight decay, the learning-rate
+schedule, the optimizer and the summaries. Both must be called inside a
+``tf.Graph().as_default()`` block; both return plain namedtuples of tensors.
+"""
+import collections
+
+import tensorflow as tf
+
+from fcn_tf1 import losses, model
+
+tf1 = tf.compat.v1
+
+InferenceGraph = collections.namedtuple(
+    "InferenceGraph", ["images", "is_training", "logits", "predictions", "probabilities"])
+
+TrainingGraph = collections.namedtuple(
+    "TrainingGraph", InferenceGraph._fields + (
+        "labels", "data_loss", "total_loss", "pixel_accuracy", "learning_rate",
+        "global_step", "train_op", "summary_op"))
+
+
+def build_inference_graph(config):
+    """Placeholders and the forward pass.
+
+    Returns:
+      InferenceGraph: ``images`` float32 placeholder [None, None, None, 3] (RGB
+      0..255), ``is_training`` bool placeholder (default False: batch norm uses
+      its moving averages, no dropout), ``logits`` float32 [B, H, W, C],
+      ``predictions`` int64 [B, H, W] (argmax: prediction only, never before
+      the loss), ``probabilities`` float32 [B, H, W, C].
+    """
+    images = tf1.placeholder(tf.float32, [None, None, None, 3], name="images")
+    is_training = tf1.placeholder_with_default(False, [], name="is_training")
+    logits = model.inference(images, num_classes=config.num_classes, variant=config.variant,
+                             backbone=config.backbone, width=config.width,
+                             is_training=is_training)
+    return InferenceGraph(images=images, is_training=is_training, logits=logits,
+                          predictions=losses.predictions(logits),
+                          probabilities=losses.probabilities(logits))
+
+
+def learning_rate_schedule(config, global_step):
+    """The learning rate as a tensor of ``global_step`` (poly, step or constant)."""
+    if config.lr_schedule == "poly":
+        return tf1.train.polynomial_decay(config.learning_rate, global_step, config.max_steps,
+                                          end_learning_rate=0.0, power=config.poly_power)
+    if config.lr_schedule == "step":
+        return tf1.train.exponential_decay(config.learning_rate, global_step, config.step_size,
+                                           config.step_gamma, staircase=True)
+    return tf.constant(config.learning_rate, tf.float32)
+
+
+def _optimizer(config, learning_rate):
+    if config.optimizer == "momentum":
+        return tf1.train.MomentumOptimizer(learning_rate, config.momentum)
+    return tf1.train.AdamOptimizer(learning_rate)
+
+
+def build_training_graph(config):
+    """The whole training graph of the design.
+
+    Labels come from an int64 placeholder [None, None, None] (0..C-1, void =
+    ``config.void_label``); ``loss()`` reshapes logits to [-1, C] and labels to
+    [-1] (or not, for ``loss_variant='reshape_free'``) and masks void pixels
+    before the softmax cross-entropy op. Weight decay is added explicitly;
+    batch-norm updates run with the train op.
+    """
+    tf1.set_random_seed(config.seed)
+    net = build_inference_graph(config)
+    labels = tf1.placeholder(tf.int64, [None, None, None], name="labels")
+    global_step = tf1.train.get_or_create_global_step()
+
+    class_weights = None if config.class_weights is None else list(config.class_weights)
+    data_loss = losses.loss(net.logits, labels, num_classes=config.num_classes,
+                            void_label=config.void_label, class_weights=class_weights,
+                            variant=config.loss_variant)
+    total_loss = data_loss
+    if config.weight_decay > 0:
+        total_loss = data_loss + config.weight_decay * model.weight_decay_loss()
+
+    valid = tf.not_equal(labels, config.void_label)
+    correct = tf.logical_and(valid, tf.equal(net.predictions, labels))
+    pixel_accuracy = tf.math.divide_no_nan(tf.reduce_sum(tf.cast(correct, tf.float32)),
+                                           tf.reduce_sum(tf.cast(valid, tf.float32)))
+
+    learning_rate = learning_rate_schedule(config, global_step)
+    optimizer = _optimizer(config, learning_rate)
+    with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
+        train_op = optimizer.minimize(total_loss, global_step=global_step)
+
+    summary_op = tf1.summary.merge([
+        tf1.summary.scalar("loss/data", data_loss),
+        tf1.summary.scalar("loss/total", total_loss),
+        tf1.summary.scalar("learning_rate", learning_rate),
+        tf1.summary.scalar("train/pixel_accuracy", pixel_accuracy),
+    ])
+    return TrainingGraph(*net, labels=labels, data_loss=data_loss, total_loss=total_loss,
+                         pixel_accuracy=pixel_accuracy, learning_rate=learning_rate,
+                         global_step=global_step, train_op=train_op, summary_op=summary_op)

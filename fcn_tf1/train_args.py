@@ -1,0 +1,180 @@
+"""Command-line options of ``python run_train.py`` / ``fcn-tf1 train`` -> a RunConfig.
+
+Every option defaults to "not given" (None) so that a resumed run can tell
+what the user asked for explicitly from what it inherits from config.json.
+"""
+import argparse
+import dataclasses
+import math
+import pathlib
+
+from fcn_tf1 import config as config_lib
+from fcn_tf1.errors import ConfigError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT / "data" / "siftflow_sample.h5"
+DEFAULT_TRAIN_DIR = pathlib.Path("runs") / "default"
+D = config_lib.RunConfig()  # the defaults, shown in --help
+
+
+def _optional_int(text):
+    return None if text.lower() in ("none", "full", "0") else int(text)
+
+
+def _jitter(text):
+    if text.lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MIN,MAX, e.g. 0.75,1.25") from None
+    return (lo, hi)
+
+
+def add_arguments(parser):
+    """Adds every training option to ``parser``."""
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--data", type=pathlib.Path, default=None,
+                        help="HDF5 file from `fcn-tf1 prepare` (default: the embedded sample "
+                             "data/siftflow_sample.h5, real SIFT Flow images)")
+    source.add_argument("--data-dir", type=pathlib.Path, default=None,
+                        help="a SIFT Flow root as released (e.g. ../shared/siftflow): its split "
+                             "is prepared into --prepared first (once), then trained on")
+    data.add_argument("--split", default="trainval",
+                      help="with --data-dir: the split list ROOT/SPLIT.txt (default: trainval)")
+    data.add_argument("--prepared", type=pathlib.Path, default=None,
+                      help="with --data-dir: where the prepared HDF5 goes "
+                           "(default: data/prepared/siftflow_SPLIT.h5)")
+    data.add_argument("--val-fraction", type=float, default=None,
+                      help=f"fraction of images per scene category held out for validation, "
+                           f"deterministic (default {D.val_fraction})")
+    data.add_argument("--crop-size", type=_optional_int, default=None,
+                      help=f"random square crop for training; 'full' for whole 256x256 images "
+                           f"(default {D.crop_size})")
+    data.add_argument("--no-flip", dest="flip", action="store_const", const=False, default=None,
+                      help="no random horizontal flips")
+    data.add_argument("--scale-jitter", type=_jitter, default=None,
+                      help="random rescale range MIN,MAX before cropping, e.g. 0.75,1.25 "
+                           "(default: none)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--train-dir", type=pathlib.Path, default=DEFAULT_TRAIN_DIR,
+                     help="run directory: checkpoints, config.json, summaries, PNGs; an existing "
+                          "run there is resumed, never deleted (default: runs/default)")
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int, default=None,
+                        help=f"training steps in total (default {D.max_steps})")
+    length.add_argument("--epochs", type=float, default=None,
+                        help="training length in passes over the training images "
+                             "(converted to --max-steps)")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help=f"images per step (default {D.batch_size})")
+    run.add_argument("--seed", type=int, default=None,
+                     help=f"seed of the weights, data order and augmentation (default {D.seed})")
+    run.add_argument("--save-every-steps", type=int, default=None,
+                     help=f"checkpoint every N steps, 0 = off (default {D.save_every_steps})")
+    run.add_argument("--save-every-secs", type=float, default=None,
+                     help=f"checkpoint every M seconds, 0 = off (default {D.save_every_secs:g})")
+    run.add_argument("--max-to-keep", type=int, default=None,
+                     help=f"checkpoints kept (default {D.max_to_keep})")
+    run.add_argument("--eval-every-steps", type=int, default=None,
+                     help="validation pass every E steps, 0 = only at the end "
+                          f"(default {D.eval_every_steps})")
+    run.add_argument("--summary-every-steps", type=int, default=None,
+                     help=f"TensorBoard scalars every K steps (default {D.summary_every_steps})")
+    run.add_argument("--image-summary-every-steps", type=int, default=None,
+                     help="TensorBoard input/truth/prediction image every K steps "
+                          f"(default {D.image_summary_every_steps})")
+    run.add_argument("--log-every-steps", type=int, default=None,
+                     help=f"progress line every K steps (default {D.log_every_steps})")
+    run.add_argument("--num-prediction-pngs", type=int, default=None,
+                     help="validation images written as PNGs at the end "
+                          f"(default {D.num_prediction_pngs})")
+
+    net = parser.add_argument_group("model")
+    net.add_argument("--variant", choices=config_lib.VARIANTS, default=None,
+                     help=f"FCN head (default {D.variant})")
+    net.add_argument("--backbone", choices=config_lib.BACKBONES, default=None,
+                     help=f"compact: CPU-sized VGG-style net with batch norm; vgg16: the VGG16 "
+                          f"layers (default {D.backbone})")
+    net.add_argument("--width", type=int, default=None,
+                     help=f"width multiplier of the compact backbone (default {D.width})")
+    net.add_argument("--vgg16-weights", type=str, default=None,
+                     help="Keras VGG16 HDF5 weights (..._tf_kernels.h5 or _notop.h5) to start "
+                          "the vgg16 backbone from")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--optimizer", choices=config_lib.OPTIMIZERS, default=None,
+                     help=f"(default {D.optimizer})")
+    opt.add_argument("--learning-rate", "--lr", type=float, default=None,
+                     help=f"base learning rate (default {D.learning_rate:g})")
+    opt.add_argument("--momentum", type=float, default=None,
+                     help=f"momentum of the momentum optimizer (default {D.momentum})")
+    opt.add_argument("--lr-schedule", choices=config_lib.SCHEDULES, default=None,
+                     help=f"poly: lr*(1-step/max_steps)^power; step: lr*gamma^floor(step/size) "
+                          f"(default {D.lr_schedule})")
+    opt.add_argument("--poly-power", type=float, default=None,
+                     help=f"power of the poly schedule (default {D.poly_power})")
+    opt.add_argument("--step-size", type=int, default=None,
+                     help=f"steps between decays of the step schedule (default {D.step_size})")
+    opt.add_argument("--step-gamma", type=float, default=None,
+                     help=f"decay factor of the step schedule (default {D.step_gamma})")
+    opt.add_argument("--weight-decay", type=float, default=None,
+                     help=f"L2 factor on conv kernels, added to the loss (default {D.weight_decay:g})")
+
+    lossg = parser.add_argument_group("loss")
+    lossg.add_argument("--loss-variant", choices=config_lib.LOSS_VARIANTS, default=None,
+                       help="reshape: logits to [-1, C] and labels to [-1] before "
+                            "sparse_softmax_cross_entropy_with_logits (the seed answer); "
+                            f"reshape_free: 4-D logits straight to the op (default {D.loss_variant})")
+    lossg.add_argument("--class-weighting", choices=config_lib.CLASS_WEIGHTINGS, default=None,
+                       help="median_frequency: class-balanced loss with weights computed from the "
+                            f"training images (default {D.class_weighting})")
+
+
+_FIELD_NAMES = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
+
+
+def config_from_args(args):
+    """Returns (RunConfig, explicit field names, train_dir) for parsed ``args``.
+
+    ``--data-dir`` must already have been turned into ``args.data`` (see
+    ``resolve_data``); ``--epochs`` into ``args.max_steps``.
+    """
+    given = {name: value for name, value in vars(args).items()
+             if name in _FIELD_NAMES and value is not None}
+    given["data"] = str(pathlib.Path(given.get("data", DEFAULT_DATA)).resolve())
+    explicit = set(given) - ({"data"} if args.data is None else set())
+    return config_lib.RunConfig(**given), explicit
+
+
+def resolve_data(args, log=print):
+    """Turns ``--data-dir`` into a prepared HDF5 file (prepared once, then reused)."""
+    if args.data_dir is None:
+        return
+    from fcn_tf1 import h5data
+    out = args.prepared or REPO_ROOT / "data" / "prepared" / f"siftflow_{args.split}.h5"
+    if out.is_file():
+        log(f"using prepared data {out} (delete it to prepare again)")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log(f"preparing {args.data_dir} split {args.split} -> {out}")
+        h5data.prepare(args.data_dir, out, split=args.split)
+    args.data = out
+
+
+def resolve_epochs(args):
+    """Turns ``--epochs`` into ``max_steps`` for the training images of the data file."""
+    if args.epochs is None:
+        return
+    from fcn_tf1 import h5data, siftflow
+    with h5data.H5Dataset(args.data or DEFAULT_DATA) as dataset:
+        fraction = D.val_fraction if args.val_fraction is None else args.val_fraction
+        num_train = len(dataset)
+        if fraction > 0:
+            num_train = len(siftflow.split_train_val(dataset.names, fraction)[0])
+    batch = args.batch_size or D.batch_size
+    if args.epochs <= 0:
+        raise ConfigError(f"--epochs {args.epochs}: must be > 0")
+    args.max_steps = max(1, math.ceil(args.epochs * num_train / batch))
