@@ -1,0 +1,75 @@
+"""RunConfig: validation, config.json round trip, resume merging."""
+import json
+
+import pytest
+
+from fcn_tf1 import config as config_lib
+from fcn_tf1.errors import ConfigError
+
+
+def test_round_trip(tmp_path):
+    cfg = config_lib.RunConfig(width=8, crop_size=None, scale_jitter=(0.75, 1.25),
+                               class_weights=tuple(float(i) for i in range(33)))
+    config_lib.save(cfg, tmp_path)
+    assert config_lib.load(tmp_path) == cfg
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"variant": "fcn4s"}, "variant"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"crop_size": 7}, "crop_size"),
+    ({"scale_jitter": (1.5, 0.5)}, "scale_jitter"),
+    ({"class_weights": (1.0, 2.0)}, "class_weights"),
+    ({"void_label": 3}, "void_label"),
+])
+def test_invalid_values_are_config_errors(changes, words):
+    with pytest.raises(ConfigError, match=words):
+        config_lib.RunConfig(**changes)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "unreadable config"),
+    ('{"width": "16"}', "width must be an integer"),
+    ('{"flip": 1}', "flip must be true or false"),
+    ('{"widht": 16}', "unknown keys widht"),
+    ('{"learning_rate": -1}', "learning_rate"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"crop_size": 12.5}', "crop_size must be an integer or null"),
+])
+def test_bad_config_json_names_the_file(tmp_path, text, words):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config_lib.load(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "config.json") in message and words in message
+    assert "\n" not in message
+
+
+def test_missing_config_json(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        config_lib.load(tmp_path)
+
+
+def test_resume_merge_keeps_saved_and_takes_overridable():
+    saved = config_lib.RunConfig(width=8, max_steps=100)
+    requested = config_lib.RunConfig(width=16, max_steps=200)
+    merged = config_lib.merge_for_resume(saved, requested, {"max_steps"}, "run")
+    assert merged.width == 8 and merged.max_steps == 200
+    # a field not given explicitly never overrides the saved run
+    assert config_lib.merge_for_resume(saved, requested, set(), "run") == saved
+
+
+def test_resume_merge_refuses_graph_changes():
+    saved = config_lib.RunConfig(width=8, variant="fcn8s")
+    requested = config_lib.RunConfig(width=16, variant="fcn32s")
+    with pytest.raises(ConfigError) as info:
+        config_lib.merge_for_resume(saved, requested, {"width", "variant"}, "runs/x")
+    message = str(info.value)
+    assert "width: run has 8, command asks for 16" in message
+    assert "variant: run has 'fcn8s', command asks for 'fcn32s'" in message
+
+
+def test_saved_file_is_plain_json(tmp_path):
+    config_lib.save(config_lib.RunConfig(), tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    assert values["variant"] == "fcn8s" and values["void_label"] == 255
