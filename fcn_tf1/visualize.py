@@ -1,0 +1,251 @@
+"""Class colours for SIFT Flow label maps: palette, overlays, side-by-side panels.
+
+Pure numpy and Pillow::
+
+    PALETTE, VOID_COLOR                 uint8 [33, 3] class colours; black for void (255)
+    colorize(label_map)                 uint8 [H, W] labels -> uint8 [H, W, 3] colours
+    overlay(image, label_map, names)    colours blended over the image, legend at the right
+    legend_entries(label_map, names)    the (name, colour) pairs the legend shows
+    triptych(image, gt, pred)           input | ground truth | prediction, side by side
+    save_png(path, array)               uint8 [H, W] ('L') or [H, W, 3] ('RGB') -> PNG
+"""
+import functools
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+VOID_LABEL = 255
+
+# Hand-picked so that the frequent SIFT Flow classes read at a glance (sky light
+# blue, sea deep blue, tree dark green, grass green, road purple as in
+# Cityscapes, building brick red) and every pair of classes stays apart: the
+# smallest CIE76 distance between two entries is 21.6 (bridge / pole), and the
+# darkest (rock) is 31.9 from the void black. Row i is label i (class i + 1 of
+# the released classes.txt).
+PALETTE = np.array([
+    (240, 110, 20),   # 0 awning: orange
+    (255, 120, 200),  # 1 balcony: pink
+    (0, 230, 230),    # 2 bird: cyan
+    (255, 110, 110),  # 3 boat: salmon
+    (100, 130, 160),  # 4 bridge: slate
+    (160, 30, 30),    # 5 building: brick red
+    (0, 90, 90),      # 6 bus: dark teal
+    (0, 0, 230),      # 7 car: blue
+    (255, 200, 215),  # 8 cow: light pink
+    (255, 255, 255),  # 9 crosswalk: white
+    (205, 165, 85),   # 10 desert: ochre
+    (70, 0, 150),     # 11 door: indigo
+    (205, 135, 105),  # 12 fence: tan
+    (185, 205, 60),   # 13 field: yellow-green
+    (50, 190, 50),    # 14 grass: green
+    (110, 0, 70),     # 15 moon: plum
+    (125, 95, 55),    # 16 mountain: earth brown
+    (220, 20, 60),    # 17 person: crimson
+    (140, 240, 140),  # 18 plant: light green
+    (150, 150, 150),  # 19 pole: grey
+    (40, 120, 200),   # 20 river: mid blue
+    (128, 64, 128),   # 21 road: purple
+    (75, 75, 75),     # 22 rock: dark grey
+    (240, 220, 170),  # 23 sand: sand
+    (15, 60, 130),    # 24 sea: deep blue
+    (244, 35, 232),   # 25 sidewalk: magenta
+    (230, 230, 0),    # 26 sign: yellow
+    (135, 200, 245),  # 27 sky: sky blue
+    (190, 120, 255),  # 28 staircase: lilac
+    (255, 170, 0),    # 29 streetlight: amber
+    (255, 255, 140),  # 30 sun: pale yellow
+    (0, 110, 30),     # 31 tree: dark green
+    (0, 200, 150),    # 32 window: turquoise
+], dtype=np.uint8)
+PALETTE.flags.writeable = False
+VOID_COLOR = np.zeros(3, np.uint8)
+VOID_COLOR.flags.writeable = False
+
+_NUM_CLASSES = len(PALETTE)
+# Row 33 of the lookup table stands for void, so one fancy-index colours a map.
+_LOOKUP = np.concatenate([PALETTE, VOID_COLOR[None]])
+_GAP_COLOR = 255  # white between triptych panels and behind the legend
+_PAD = 6  # pixels between image and legend, and around the legend
+
+
+def _check_labels(label_map):
+    label_map = np.asarray(label_map)
+    if label_map.dtype.kind not in "iu":
+        raise ValueError(f"label map must be an integer array, got dtype {label_map.dtype}")
+    bad = (label_map >= _NUM_CLASSES) & (label_map != VOID_LABEL) | (label_map < 0)
+    if bad.any():
+        raise ValueError(f"label map values must be 0..{_NUM_CLASSES - 1} or "
+                         f"{VOID_LABEL} (void); found {label_map[bad][0]}")
+    return label_map
+
+
+def _check_image(image, shape):
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be [H, W, 3] or [H, W], got shape {image.shape}")
+    if image.shape[:2] != tuple(shape):
+        raise ValueError(f"image is {image.shape[:2]} but the label map is {tuple(shape)}")
+    return image
+
+
+def colorize(label_map):
+    """Paints a label map with the class palette.
+
+    Args:
+      label_map: integer [H, W] (any integer dtype), values 0..32 or 255 (void).
+
+    Returns:
+      uint8 [H, W, 3]: PALETTE[label], VOID_COLOR where the label is void.
+
+    Raises:
+      ValueError: on a non-integer map or a value neither 0..32 nor 255.
+    """
+    label_map = _check_labels(label_map)
+    return _LOOKUP[np.where(label_map == VOID_LABEL, _NUM_CLASSES, label_map)]
+
+
+def legend_entries(label_map, class_names):
+    """The classes present in a label map, as the overlay legend lists them.
+
+    Args:
+      label_map: integer [H, W], values 0..32 or 255 (void).
+      class_names: the class names in label order (at least max label + 1).
+
+    Returns:
+      list of (name, (r, g, b)) in label order, with ("void", VOID_COLOR) last
+      if the map has void pixels.
+
+    Raises:
+      ValueError: on a bad label map, or a label without a class name.
+    """
+    label_map = _check_labels(label_map)
+    labels = np.unique(label_map)
+    classes = labels[labels != VOID_LABEL]
+    if classes.size and classes[-1] >= len(class_names):
+        raise ValueError(f"label {classes[-1]} present but only {len(class_names)} class names")
+    entries = [(str(class_names[i]), tuple(int(c) for c in PALETTE[i])) for i in classes]
+    if classes.size < labels.size:
+        entries.append(("void", tuple(int(c) for c in VOID_COLOR)))
+    return entries
+
+
+@functools.lru_cache(maxsize=1)
+def _font():
+    """Pillow's built-in font: no font file to ship or find."""
+    return ImageFont.load_default()
+
+
+def _draw_legend(entries, min_height):
+    """Renders legend entries as an RGB image at least min_height tall."""
+    font = _font()
+    _, text_top, _, text_bottom = font.getbbox("Ag")
+    swatch = max(text_bottom - text_top, 8)
+    row = swatch + 4
+    # Columns only when one would be far taller than the image; never fewer than
+    # 12 rows per column, so a small image gets a taller legend, not a very wide one.
+    rows_per_column = max((min_height - 2 * _PAD) // row, 12)
+    columns = [entries[i:i + rows_per_column] for i in range(0, len(entries), rows_per_column)]
+    column_widths = [swatch + 6 + max(font.getbbox(name)[2] for name, _ in column) + _PAD
+                     for column in columns]
+    width = sum(column_widths) + _PAD
+    height = max(min_height, 2 * _PAD + row * min(len(entries), rows_per_column))
+    canvas = Image.new("RGB", (width, height), (_GAP_COLOR,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    x = _PAD
+    for column, column_width in zip(columns, column_widths):
+        for k, (name, color) in enumerate(column):
+            y = _PAD + k * row
+            # A grey outline keeps white (crosswalk) visible on the white background.
+            draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=color,
+                           outline=(128, 128, 128))
+            # Centred by hand: text anchors need FreeType, the fallback bitmap font has none.
+            text_y = y + (swatch - (text_bottom - text_top)) // 2 - text_top
+            draw.text((x + swatch + 6, text_y), name, fill=(0, 0, 0), font=font)
+        x += column_width
+    return np.asarray(canvas)
+
+
+def overlay(image, label_map, class_names, alpha=0.5, legend=True):
+    """Blends the class colours over an image, with a legend at its right.
+
+    Void pixels are blended with VOID_COLOR, so they show darkened.
+
+    Args:
+      image: uint8 [H, W, 3] RGB (or [H, W] grey) of any size.
+      label_map: integer [H, W], values 0..32 or 255 (void).
+      class_names: the class names in label order.
+      alpha: weight of the colours, 0 (image only) to 1 (colours only).
+      legend: if True, append a legend of the present classes (swatch + name,
+        Pillow's default font) to the right of the image, never covering it.
+
+    Returns:
+      uint8 [H', W', 3]: [H, W, 3] without legend; with it, the image at the
+      top left, the legend to its right, W' > W and H' >= H (taller only when
+      the legend does not fit beside a small image), white elsewhere.
+    """
+    label_map = _check_labels(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"label map must be [H, W], got shape {label_map.shape}")
+    image = _check_image(image, label_map.shape)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    blended = (1.0 - alpha) * image + alpha * colorize(label_map).astype(np.float32)
+    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    if not legend:
+        return blended
+    panel = _draw_legend(legend_entries(label_map, class_names), blended.shape[0])
+    height, width = max(blended.shape[0], panel.shape[0]), blended.shape[1] + panel.shape[1]
+    out = np.full((height, width, 3), _GAP_COLOR, np.uint8)
+    out[:blended.shape[0], :blended.shape[1]] = blended
+    out[:panel.shape[0], blended.shape[1]:] = panel
+    return out
+
+
+def triptych(image, gt, pred, gap=4):
+    """Input, ground-truth colours and prediction colours side by side.
+
+    For TensorBoard image summaries and validation PNGs.
+
+    Args:
+      image: uint8 [H, W, 3] RGB (or [H, W] grey).
+      gt: integer [H, W] ground truth, 0..32 or 255 (void, black).
+      pred: integer [H, W] prediction, 0..32.
+      gap: width in pixels of the white strips between the panels.
+
+    Returns:
+      uint8 [H, 3 * W + 2 * gap, 3].
+    """
+    gt_colors, pred_colors = colorize(gt), colorize(pred)
+    if gt_colors.ndim != 3 or gt_colors.shape != pred_colors.shape:
+        raise ValueError(f"gt {np.shape(gt)} and pred {np.shape(pred)} must both be [H, W]")
+    image = _check_image(image, gt_colors.shape[:2])
+    strip = np.full((image.shape[0], gap, 3), _GAP_COLOR, np.uint8)
+    return np.concatenate([image, strip, gt_colors, strip, pred_colors], axis=1)
+
+
+def save_png(path, array):
+    """Writes a uint8 array as a PNG.
+
+    Args:
+      path: str or path-like; its directory must exist.
+      array: uint8 [H, W] (written as mode 'L', e.g. a label map) or
+        uint8 [H, W, 3] (mode 'RGB').
+
+    Raises:
+      ValueError: on another dtype or shape.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"save_png needs uint8, got dtype {array.dtype}")
+    if array.ndim == 2:
+        mode = "L"
+    elif array.ndim == 3 and array.shape[2] == 3:
+        mode = "RGB"
+    else:
+        raise ValueError(f"save_png needs [H, W] or [H, W, 3], got shape {array.shape}")
+    image = Image.fromarray(np.ascontiguousarray(array))  # uint8 infers 'L' or 'RGB'
+    image.save(path, format="PNG")
