@@ -1,0 +1,310 @@
+"""SIFT Flow: the dataset descriptor, the label contract, and reading the released layout.
+
+The released ``SiftFlowDataset.zip`` (Liu, Yuen & Torralba) lays out one image
+and one label map per name::
+
+    ROOT/Images/spatial_envelope_256x256_static_8outdoorcategories/NAME.jpg         RGB 256x256
+    ROOT/SemanticLabels/spatial_envelope_256x256_static_8outdoorcategories/NAME.mat  S, names
+    ROOT/trainval.txt, ROOT/test.txt   split lists, one NAME per line
+    ROOT/classes.txt                   the class listing
+
+NAME starts with its scene category (``coast_arnat59`` is a coast image).
+
+Label contract (the one place it is stated; every module relies on it):
+    The .mat variable ``S`` is a 256x256 class map, 0 = void (unlabeled) and
+    1..33 = the 33 semantic classes. Training labels are uint8 with
+    ``S == 0 -> 255`` (``VOID_LABEL``) and ``S == c -> c - 1`` for c in 1..33,
+    i.e. classes 0..32. ``S`` may be stored in any integer-valued numeric
+    type (float64 with integral values as released, uint8, int16, ...).
+    Anything else is a :class:`~fcn_tf1.errors.DataError`: non-integer
+    values, NaN/inf, negative values, values above 33, or a logical (bool),
+    char (string), cell/struct (object) or complex ``S``.
+
+Every reader raises ``DataError`` with one line, ``<full path>: <reason>``.
+"""
+import dataclasses
+import hashlib
+import pathlib
+import types
+
+import numpy as np
+import scipy.io
+from PIL import Image, UnidentifiedImageError
+
+from fcn_tf1.errors import ConfigError, DataError
+
+NUM_CLASSES = 33
+VOID_LABEL = 255
+IMAGE_SIZE = 256
+CATEGORIES = ("coast", "forest", "highway", "insidecity", "mountain", "opencountry", "street",
+              "tallbuilding")
+# The official listing (classes.txt, semantic 1..33), used when a root has neither
+# classes.txt nor a `names` field in its .mat files.
+CLASS_NAMES = (
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk",
+    "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole",
+    "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight",
+    "sun", "tree", "window")
+IMAGE_SUBDIR = "Images/spatial_envelope_256x256_static_8outdoorcategories"
+LABEL_SUBDIR = "SemanticLabels/spatial_envelope_256x256_static_8outdoorcategories"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetDescriptor:
+    """What a model needs to know about a dataset (after DeepLab's ``DatasetDescriptor``)."""
+    name: str
+    splits_to_sizes: types.MappingProxyType
+    num_classes: int
+    void_label: int
+    image_size: int
+    categories: tuple
+    class_names: tuple
+
+
+SIFTFLOW = DatasetDescriptor(
+    name="siftflow", splits_to_sizes=types.MappingProxyType({"trainval": 2486, "test": 200}),
+    num_classes=NUM_CLASSES, void_label=VOID_LABEL, image_size=IMAGE_SIZE,
+    categories=CATEGORIES, class_names=CLASS_NAMES)
+
+
+def _reason(err):
+    """An exception as one short line (library messages may span lines or be empty)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:300]
+
+
+def image_path(root, name):
+    """``ROOT/Images/.../NAME.jpg`` as a ``pathlib.Path``."""
+    return pathlib.Path(root) / IMAGE_SUBDIR / f"{name}.jpg"
+
+
+def label_path(root, name):
+    """``ROOT/SemanticLabels/.../NAME.mat`` as a ``pathlib.Path``."""
+    return pathlib.Path(root) / LABEL_SUBDIR / f"{name}.mat"
+
+
+def category_of(name):
+    """The scene category of an image name: its prefix before the first '_'."""
+    return str(name).split("_", 1)[0]
+
+
+def read_image(path):
+    """Decodes one SIFT Flow JPEG completely (truncated or corrupt data raises).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        uint8 [256, 256, 3] RGB array.
+
+    Raises:
+        DataError: missing, undecodable, not RGB, or not 256x256.
+    """
+    path = pathlib.Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: Pillow is lazy and would hide truncation until first use
+            mode, (width, height) = image.mode, image.size
+            if mode != "RGB":
+                kind = "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else "not RGB"
+                raise DataError(f"{path}: image mode {mode} ({kind}), expected RGB")
+            if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(f"{path}: image is {width}x{height}, "
+                                f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            return np.array(image, dtype=np.uint8)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (corrupt or not a JPEG)") from None
+    except Exception as err:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
+        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
+
+
+def labels_from_class_map(class_map, source):
+    """Applies the label contract to a raw ``S`` array.
+
+    Args:
+        class_map: ``S`` as loaded, any integer-valued numeric dtype, [256, 256].
+        source: the file it came from, for error messages.
+
+    Returns:
+        uint8 [256, 256]: 0..32 for classes 1..33, ``VOID_LABEL`` (255) for 0.
+
+    Raises:
+        DataError: wrong dtype or shape, non-integer, NaN, negative or > 33 values.
+    """
+    s = class_map
+    if not isinstance(s, np.ndarray) or s.dtype.kind not in "iuf":
+        dtype = getattr(s, "dtype", type(s).__name__)
+        raise DataError(f"{source}: S has dtype {dtype}, expected an integer-valued numeric "
+                        "class map")
+    if s.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{source}: S has shape {s.shape}, expected ({IMAGE_SIZE}, {IMAGE_SIZE})")
+    if s.dtype.kind == "f":
+        if not np.isfinite(s).all():
+            raise DataError(f"{source}: S contains NaN or infinite values")
+        fractional = s[s != np.round(s)]
+        if fractional.size:
+            raise DataError(f"{source}: S has non-integer values (e.g. {fractional.flat[0]:g})")
+    low, high = s.min(), s.max()
+    if low < 0:
+        raise DataError(f"{source}: S has negative values (min {low:g}), expected 0..{NUM_CLASSES}")
+    if high > NUM_CLASSES:
+        raise DataError(f"{source}: S has values above {NUM_CLASSES} (max {high:g})")
+    s = s.astype(np.int16)  # exact now: integral and within 0..33
+    return np.where(s == 0, VOID_LABEL, s - 1).astype(np.uint8)
+
+
+def read_label(path):
+    """Reads ``S`` from a SIFT Flow .mat file and applies the label contract.
+
+    Args:
+        path: the .mat file (MATLAB v5 or older).
+
+    Returns:
+        uint8 [256, 256]: classes 0..32, void 255.
+
+    Raises:
+        DataError: missing or unreadable file, no ``S``, or ``S`` breaking the contract.
+    """
+    path = pathlib.Path(path)
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["S"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such label file") from None
+    except Exception as err:  # scipy raises ValueError, MatReadError, NotImplementedError (v7.3)...
+        raise DataError(f"{path}: not a readable MATLAB .mat file ({_reason(err)})") from None
+    if "S" not in mat:
+        raise DataError(f"{path}: no variable 'S'")
+    class_map = mat["S"]
+    if class_map.dtype == np.uint8:
+        # loadmat returns MATLAB logicals as uint8; only the header tells them apart.
+        classes = {name: cls for name, _, cls in scipy.io.whosmat(path)}
+        if classes.get("S") == "logical":
+            raise DataError(f"{path}: S has dtype bool (MATLAB logical), expected an "
+                            "integer-valued numeric class map")
+    return labels_from_class_map(class_map, path)
+
+
+def read_names(path):
+    """Reads a list of image names, one per line (blank lines ignored).
+
+    Args:
+        path: a split list such as ``ROOT/trainval.txt``.
+
+    Returns:
+        list of str, in file order.
+
+    Raises:
+        DataError: missing/unreadable file, no names, a name with a path separator or
+            whitespace, or a repeated name.
+    """
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: names list not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable names list ({_reason(err)})") from None
+    names, first_line = [], {}
+    for line_number, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if "/" in name or "\\" in name or name.startswith(".") or len(name.split()) > 1:
+            raise DataError(f"{path}: line {line_number}: {name!r} is not an image name")
+        if name in first_line:
+            raise DataError(f"{path}: line {line_number}: duplicate name {name!r} "
+                            f"(first on line {first_line[name]})")
+        first_line[name] = line_number
+        names.append(name)
+    if not names:
+        raise DataError(f"{path}: empty names list")
+    return names
+
+
+def _names_from_classes_txt(path):
+    """The 33 names of the "Semantic" section of classes.txt, or None."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    numbered, in_semantic = {}, False
+    for line in lines:
+        words = line.split()
+        if words and words[0].startswith("Semantic"):
+            in_semantic = True
+        elif words and words[0].startswith("Geometric"):
+            in_semantic = False
+        elif in_semantic and len(words) >= 2 and words[0].isdigit():
+            numbered[int(words[0])] = " ".join(words[1:])
+    if sorted(numbered) != list(range(1, NUM_CLASSES + 1)):
+        return None
+    return [numbered[i] for i in range(1, NUM_CLASSES + 1)]
+
+
+def _names_from_mat(root):
+    """The 1x33 ``names`` cell of the first label file, or None."""
+    label_files = sorted((pathlib.Path(root) / LABEL_SUBDIR).glob("*.mat"))[:1]
+    for label_file in label_files:
+        try:
+            cells = scipy.io.loadmat(label_file, variable_names=["names"]).get("names")
+            names = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(cells).ravel()]
+        except Exception:  # the names are decoration: any problem means "use the fallback"
+            return None
+        return names if len(names) == NUM_CLASSES else None
+    return None
+
+
+def read_class_names(root):
+    """The 33 class names: from classes.txt, else a .mat ``names`` field, else ``CLASS_NAMES``.
+
+    Returns:
+        list of 33 str, index = training label.
+    """
+    root = pathlib.Path(root)
+    names = _names_from_classes_txt(root / "classes.txt") or _names_from_mat(root)
+    return list(names or CLASS_NAMES)
+
+
+def split_train_val(names, val_fraction=0.1):
+    """Carves a validation split out of trainval: deterministic, stratified, order-free.
+
+    Per scene category (``category_of``), the names are ranked by the sha1 hex
+    digest of the name; the first ``max(1, floor(n * val_fraction + 0.5))`` go to
+    validation when the category has at least 2 images (capped at n - 1, so a
+    category always keeps a training image). The result depends only on the set of names, never on their order or
+    on a random seed. ``val_fraction == 0`` puts everything in train. The
+    official test split is never an input here: it is held back.
+
+    Args:
+        names: iterable of image names (distinct).
+        val_fraction: float in [0, 1).
+
+    Returns:
+        (train_names, val_names): two disjoint sorted lists of str.
+
+    Raises:
+        ConfigError: val_fraction outside [0, 1).
+        DataError: a repeated name.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction {val_fraction}: must be in [0, 1)")
+    names = [str(name) for name in names]
+    if len(set(names)) != len(names):
+        raise DataError("split_train_val: the names are not distinct")
+    by_category = {}
+    for name in names:
+        by_category.setdefault(category_of(name), []).append(name)
+    train, val = [], []
+    for members in by_category.values():
+        ranked = sorted(members, key=lambda n: (hashlib.sha1(n.encode("utf-8")).hexdigest(), n))
+        num_val = 0
+        if val_fraction > 0 and len(ranked) >= 2:
+            num_val = max(1, int(np.floor(len(ranked) * val_fraction + 0.5)))
+            num_val = min(num_val, len(ranked) - 1)  # a category always keeps a training image
+        val.extend(ranked[:num_val])
+        train.extend(ranked[num_val:])
+    return sorted(train), sorted(val)
