@@ -1,0 +1,217 @@
+"""Graph-building layer helpers for model.py: convolution, batch norm, pooling, upsampling.
+
+Every helper creates its variables with ``tf.compat.v1.get_variable`` in the
+current variable scope and builds ops from ``tf.nn`` / core ``tf`` only (no
+Keras layers, no ``tf.compat.v1.layers``: they are gone with Keras 3).
+
+Variable names inside a layer's scope are part of the checkpoint contract:
+
+    weights, biases                              convolution kernel and bias
+    gamma, beta, moving_mean, moving_variance    batch norm
+    weights (in an ``upscore*`` scope)           learnable bilinear upsampling kernel
+
+``is_training`` is a Python bool or a scalar bool tensor everywhere; a Python
+bool builds only the branch it selects (no ``tf.cond``).
+"""
+import numpy as np
+import tensorflow as tf
+
+BN_DECAY = 0.9  # short runs on small data: the moving averages must settle in a few hundred steps
+BN_EPSILON = 1e-3
+
+
+def he_initializer():
+    """He / variance-scaling initializer for ReLU convolutions (seeded by the graph seed)."""
+    return tf.compat.v1.initializers.variance_scaling(
+        scale=2.0, mode="fan_in", distribution="truncated_normal")
+
+
+def smart_cond(pred, true_fn, false_fn):
+    """``tf.cond`` when ``pred`` is a tensor; just the chosen branch when it is a Python bool."""
+    if isinstance(pred, (bool, np.bool_)):
+        return true_fn() if pred else false_fn()
+    return tf.cond(pred, true_fn, false_fn)
+
+
+def conv2d(x, out_channels, kernel_size, name, use_bias=True, initializer=None):
+    """Stride-1 SAME convolution with variables ``name/weights`` and ``name/biases``.
+
+    Args:
+        x: float32 [B, H, W, C_in] with a static channel count.
+        out_channels: int, C_out.
+        kernel_size: int k (square k x k kernel).
+        name: variable scope of the layer.
+        use_bias: add ``biases`` (off when batch norm follows: its beta is the bias).
+        initializer: kernel initializer; He (variance scaling, fan in) by default.
+
+    Returns:
+        float32 [B, H, W, C_out].
+    """
+    in_channels = x.shape[-1]
+    with tf.compat.v1.variable_scope(name):
+        kernel = tf.compat.v1.get_variable(
+            "weights", [kernel_size, kernel_size, in_channels, out_channels], tf.float32,
+            initializer=initializer or he_initializer())
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+        if use_bias:
+            biases = tf.compat.v1.get_variable(
+                "biases", [out_channels], tf.float32,
+                initializer=tf.compat.v1.zeros_initializer())
+            y = tf.nn.bias_add(y, biases)
+    return y
+
+
+def batch_norm(x, is_training, name):
+    """Batch normalisation over [B, H, W] with TF1 moving-average update ops.
+
+    In training the batch statistics normalise ``x`` and the moving averages
+    are updated by ops added to ``tf.compat.v1.GraphKeys.UPDATE_OPS`` (the TF1
+    contract: the training loop runs them with its train op). In inference the
+    moving averages normalise ``x``. With a bool tensor ``is_training`` the
+    update ops are still added, but they move the averages by exactly zero when
+    it is False (the selected statistics then *are* the moving averages).
+
+    Args:
+        x: float32 [B, H, W, C].
+        is_training: Python bool or scalar bool tensor.
+        name: variable scope (the variables live next to the layer's ``weights``).
+
+    Returns:
+        float32 [B, H, W, C].
+    """
+    channels = x.shape[-1]
+    with tf.compat.v1.variable_scope(name):
+        gamma = tf.compat.v1.get_variable(
+            "gamma", [channels], tf.float32, initializer=tf.compat.v1.ones_initializer())
+        beta = tf.compat.v1.get_variable(
+            "beta", [channels], tf.float32, initializer=tf.compat.v1.zeros_initializer())
+        moving_mean = tf.compat.v1.get_variable(
+            "moving_mean", [channels], tf.float32,
+            initializer=tf.compat.v1.zeros_initializer(), trainable=False)
+        moving_variance = tf.compat.v1.get_variable(
+            "moving_variance", [channels], tf.float32,
+            initializer=tf.compat.v1.ones_initializer(), trainable=False)
+
+        def train_branch():
+            # The fused kernel is several times faster than moments + arithmetic on CPU.
+            return tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=BN_EPSILON, is_training=True)
+
+        def inference_branch():
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=moving_mean, variance=moving_variance,
+                epsilon=BN_EPSILON, is_training=False)
+            return y, tf.identity(moving_mean), tf.identity(moving_variance)
+
+        if is_training is False:
+            y, _, _ = inference_branch()
+            return y
+        y, mean, variance = smart_cond(is_training, train_branch, inference_branch)
+        for average, value in ((moving_mean, mean), (moving_variance, variance)):
+            update = tf.compat.v1.assign_sub(average, (average - value) * (1.0 - BN_DECAY))
+            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+    y.set_shape(x.shape)
+    return y
+
+
+def max_pool(x, name):
+    """2 x 2 max pooling, stride 2 (inputs are padded to even sizes by the model)."""
+    return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME", name=name)
+
+
+def dropout(x, rate, is_training):
+    """``tf.nn.dropout`` with ``rate`` when training, identity otherwise."""
+    if is_training is False or rate <= 0:
+        return x
+    return smart_cond(is_training, lambda: tf.nn.dropout(x, rate=rate), lambda: tf.identity(x))
+
+
+def bilinear_kernel_1d(factor):
+    """The 1-D bilinear interpolation kernel of length 2 * factor (FCN's ``upsample_filt``).
+
+    Returns:
+        float32 numpy [2 * factor]; e.g. factor 2 gives [0.25, 0.75, 0.75, 0.25].
+    """
+    size = 2 * factor
+    center = factor - 0.5  # even kernel size: the centre falls between two taps
+    return (1.0 - np.abs(np.arange(size) - center) / factor).astype(np.float32)
+
+
+def bilinear_kernel(factor, channels):
+    """A ``conv2d_transpose`` kernel that upsamples every channel on its own, bilinearly.
+
+    Returns:
+        float32 numpy [2 * factor, 2 * factor, channels, channels], diagonal in
+        the channel axes (FCN's ``surgery.interp`` initialisation).
+    """
+    taps = bilinear_kernel_1d(factor)
+    kernel = np.zeros((2 * factor, 2 * factor, channels, channels), np.float32)
+    kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[:, :, None]
+    return kernel
+
+
+def _transpose_conv_upsample(x, kernel, factor, out_channels):
+    """Exact ``factor`` x upsampling of ``x`` with ``kernel``, aligned like half-pixel resize.
+
+    The map is first padded by one edge-replicated pixel on every side and the
+    result cropped back: with the 2f-tap kernel and SAME padding this makes
+    the output equal ``tf.image.resize(x, [f*h, f*w], 'bilinear')`` everywhere
+    at initialisation, borders included (plain zero padding would darken the
+    border rows by up to half).
+    """
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    shape = tf.shape(padded)
+    output_shape = tf.stack([shape[0], shape[1] * factor, shape[2] * factor, out_channels])
+    y = tf.nn.conv2d_transpose(padded, kernel, output_shape, strides=factor, padding="SAME")
+    out_h = (shape[1] - 2) * factor
+    out_w = (shape[2] - 2) * factor
+    return y[:, factor:factor + out_h, factor:factor + out_w, :]
+
+
+def upsample_learnable(x, factor, name):
+    """Learnable ``factor`` x upsampling initialised to bilinear interpolation (FCN's upscore2).
+
+    Args:
+        x: float32 [B, h, w, C] with a static C.
+        factor: int upsampling factor.
+        name: variable scope; the kernel is ``name/weights`` [2f, 2f, C, C], no bias.
+
+    Returns:
+        float32 [B, f*h, f*w, C].
+    """
+    channels = int(x.shape[-1])
+    with tf.compat.v1.variable_scope(name):
+        kernel = tf.compat.v1.get_variable(
+            "weights", [2 * factor, 2 * factor, channels, channels], tf.float32,
+            initializer=tf.compat.v1.constant_initializer(bilinear_kernel(factor, channels)))
+        y = _transpose_conv_upsample(x, kernel, factor, channels)
+    y.set_shape([x.shape[0], None, None, channels])
+    return y
+
+
+def upsample_fixed(x, factor, name):
+    """Fixed bilinear ``factor`` x upsampling (FCN's final upscore: not learned).
+
+    Each channel is upsampled alone: channels are folded into the batch axis
+    so the transposed convolution uses a [2f, 2f, 1, 1] kernel, C times
+    cheaper than the diagonal [2f, 2f, C, C] kernel (which spends almost all
+    its multiply-adds on zeros).
+
+    Args:
+        x: float32 [B, h, w, C] with a static C.
+        factor: int upsampling factor.
+        name: name scope.
+
+    Returns:
+        float32 [B, f*h, f*w, C].
+    """
+    channels = int(x.shape[-1])
+    with tf.name_scope(name):
+        kernel = tf.constant(bilinear_kernel(factor, 1), name="bilinear_kernel")
+        shape = tf.shape(x)
+        folded = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, shape[1], shape[2], 1])
+        y = _transpose_conv_upsample(folded, kernel, factor, 1)
+        y = tf.reshape(y, [shape[0], channels, shape[1] * factor, shape[2] * factor])
+        y = tf.transpose(y, [0, 2, 3, 1])
+    y.set_shape([x.shape[0], None, None, channels])
+    return y

@@ -1,0 +1,240 @@
+"""inference(): the fully convolutional network, raw RGB in, unscaled per-pixel logits out.
+
+    inference(images, num_classes=33, variant='fcn8s', backbone='compact',
+              width=32, is_training=False)          -> logits float32 [B, H, W, C]
+    inference_endpoints(...)                          -> (logits, {name: tensor})
+    weight_decay_loss(scope='fcn')                    -> scalar: sum of l2_loss of conv kernels
+    load_vgg16_weights(session, h5_path)              (see vgg16_weights.py)
+
+The skip architecture follows Long, Shelhamer & Darrell, "Fully Convolutional
+Networks for Semantic Segmentation": a 1x1 ``score_fr`` layer on fc7 (stride
+32), ``score_pool4`` (stride 16) and ``score_pool3`` (stride 8). FCN-32s
+upsamples score_fr 32x; FCN-16s adds the 2x-upsampled score_fr to score_pool4
+and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
+As in the paper the 2x upsamplings (``upscore2``, ``upscore_pool4``) are
+learnable transposed convolutions initialised to bilinear interpolation and
+the final one is fixed bilinear interpolation. Score layers start at zero
+(as FCN did), so the net starts from uniform class probabilities.
+
+Arbitrary image sizes: the normalised input is zero-padded at the bottom and
+right to a multiple of 32 (zero is the mean colour after normalisation), so
+every stride-s map is exactly the padded size / s, the skip maps line up
+without offsets, and the logits are cropped back to exactly [H, W]. Batch,
+height and width may all be unknown when the graph is built.
+
+Backbones:
+
+* ``'compact'`` (default): a CPU-sized VGG-style net. Stages of 3x3 conv + batch
+  norm + ReLU with (1, 1, 2, 2, 2) convs and width, 2w, 4w, 8w, 8w channels,
+  each followed by 2x2 max pooling (pool3 /8, pool4 /16, pool5 /32), then
+  fc6 (3x3, 16w) and fc7 (1x1, 16w), both conv + BN + ReLU + dropout 0.3 in
+  training. Input: (RGB - ImageNet mean) / ImageNet std.
+* ``'vgg16'``: VGG16 exactly (conv1_1..conv5_3, no batch norm), fc6 as a 7x7
+  conv with 4096 channels and fc7 as 1x1 4096, dropout 0.5 in training. fc6
+  uses SAME padding (the paper used VALID after padding the input by 100
+  pixels); SAME keeps every size working. The input is preprocessed exactly
+  as Keras' VGG16 weights expect ("caffe" mode: RGB -> BGR, minus
+  [103.939, 116.779, 123.68]), so ``load_vgg16_weights`` gives the ImageNet
+  features. ``width`` is ignored.
+
+Variables live under ``tf.compat.v1.variable_scope('fcn', reuse=AUTO_REUSE)``:
+``fcn/conv1_1/weights``, ``fcn/conv1_1/biases`` (vgg16) or
+``fcn/conv1_1/{gamma,beta,moving_mean,moving_variance}`` (compact),
+``fcn/fc6/...``, ``fcn/score_fr/...``, ``fcn/upscore2/weights``, ... Calling
+inference() twice in one graph shares the variables (e.g. FCN-32s and
+FCN-8s heads on one backbone).
+"""
+import numpy as np
+import tensorflow as tf
+
+from fcn_tf1 import layers
+
+VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
+BACKBONES = ("compact", "vgg16")
+
+# ImageNet statistics of RGB pixel values in 0..255.
+IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_STD_RGB = (58.393, 57.12, 57.375)
+# Keras' VGG16 'caffe' preprocessing: the weights were trained on BGR minus this mean.
+VGG16_MEAN_BGR = (103.939, 116.779, 123.68)
+
+VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_FC_CHANNELS = 4096
+COMPACT_CONVS_PER_STAGE = (1, 1, 2, 2, 2)
+COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
+COMPACT_FC_MULTIPLIER = 16
+DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3}
+STRIDE = 32  # the input is padded to a multiple of this (pool5's stride)
+
+
+def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
+              is_training=False):
+    """Builds the FCN and returns unscaled logits at the input resolution.
+
+    Args:
+        images: float32 [B, H, W, 3], raw RGB in 0..255; B, H, W may be unknown.
+        num_classes: int, number of classes C (33 for SIFT Flow).
+        variant: 'fcn32s', 'fcn16s' or 'fcn8s'.
+        backbone: 'compact' or 'vgg16'.
+        width: channel multiplier of the compact backbone (ignored for vgg16).
+        is_training: Python bool or scalar bool tensor (e.g. a
+            ``placeholder_with_default(False, [])``): batch statistics and
+            dropout when true, moving averages and no dropout when false.
+
+    Returns:
+        float32 [B, H, W, num_classes], unscaled logits (no softmax applied).
+    """
+    logits, _ = inference_endpoints(images, num_classes, variant, backbone, width, is_training)
+    return logits
+
+
+def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
+                        is_training=False):
+    """Like :func:`inference`, also returning the intermediate maps.
+
+    Returns:
+        (logits, endpoints): logits as :func:`inference`; endpoints maps names
+        ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr',
+        'score_pool4', 'score_pool3', 'upscore') to float32 [B, h, w, c]
+        tensors of the padded input (post-ReLU activations for the convs).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape.rank is not None and (images.shape.rank != 4 or images.shape[-1] not in (3, None)):
+        raise ValueError(f"images must be [batch, height, width, 3], got {images.shape}")
+    images.set_shape([None, None, None, 3])
+
+    with tf.compat.v1.variable_scope("fcn", reuse=tf.compat.v1.AUTO_REUSE):
+        x = _preprocess(images, backbone)
+        x, height, width_px = _pad_to_stride(x)
+        endpoints = {"input": x}
+        if backbone == "vgg16":
+            _vgg16_backbone(x, is_training, endpoints)
+        else:
+            _compact_backbone(x, width, is_training, endpoints)
+        upscore = _fcn_head(endpoints, num_classes, variant)
+        logits = tf.identity(upscore[:, :height, :width_px, :], name="logits")
+    logits.set_shape(images.shape[:3].concatenate([num_classes]))
+    return logits, endpoints
+
+
+def _preprocess(images, backbone):
+    """Raw RGB 0..255 -> the input the backbone's weights expect."""
+    if backbone == "vgg16":
+        bgr = tf.reverse(images, axis=[-1])
+        return bgr - tf.constant(VGG16_MEAN_BGR, tf.float32)
+    return (images - tf.constant(IMAGENET_MEAN_RGB)) / tf.constant(IMAGENET_STD_RGB)
+
+
+def _pad_to_stride(x):
+    """Zero-pads bottom/right to a multiple of STRIDE; returns (padded, H, W) with dynamic H, W."""
+    shape = tf.shape(x)
+    height, width = shape[1], shape[2]
+    pad_h = (STRIDE - height % STRIDE) % STRIDE
+    pad_w = (STRIDE - width % STRIDE) % STRIDE
+    padded = tf.pad(x, tf.stack([[0, 0], [0, pad_h], [0, pad_w], [0, 0]]))
+    padded.set_shape([None, None, None, 3])
+    return padded, height, width
+
+
+def _vgg16_backbone(x, is_training, endpoints):
+    for stage, channels in enumerate(VGG16_STAGES, start=1):
+        for index, out_channels in enumerate(channels, start=1):
+            name = f"conv{stage}_{index}"
+            x = tf.nn.relu(layers.conv2d(x, out_channels, 3, name), name=name)
+            endpoints[name] = x
+        x = layers.max_pool(x, f"pool{stage}")
+        endpoints[f"pool{stage}"] = x
+    x = tf.nn.relu(layers.conv2d(x, VGG16_FC_CHANNELS, 7, "fc6"), name="fc6")
+    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training)
+    x = tf.nn.relu(layers.conv2d(x, VGG16_FC_CHANNELS, 1, "fc7"), name="fc7")
+    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training)
+
+
+def _conv_bn_relu(x, channels, kernel_size, name, is_training):
+    # No conv bias: batch norm's beta takes its place.
+    y = layers.conv2d(x, channels, kernel_size, name, use_bias=False)
+    y = layers.batch_norm(y, is_training, name)
+    return tf.nn.relu(y, name=name)
+
+
+def _compact_backbone(x, width, is_training, endpoints):
+    if int(width) < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    width = int(width)
+    for stage, (convs, mult) in enumerate(
+            zip(COMPACT_CONVS_PER_STAGE, COMPACT_STAGE_MULTIPLIERS), start=1):
+        for index in range(1, convs + 1):
+            name = f"conv{stage}_{index}"
+            x = _conv_bn_relu(x, mult * width, 3, name, is_training)
+            endpoints[name] = x
+        x = layers.max_pool(x, f"pool{stage}")
+        endpoints[f"pool{stage}"] = x
+    fc_channels = COMPACT_FC_MULTIPLIER * width
+    x = _conv_bn_relu(x, fc_channels, 3, "fc6", is_training)
+    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["compact"], is_training)
+    x = _conv_bn_relu(x, fc_channels, 1, "fc7", is_training)
+    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["compact"], is_training)
+
+
+def _score(x, num_classes, name):
+    # Zero-initialised like FCN: the skip starts as a no-op and the net as uniform probabilities.
+    return layers.conv2d(x, num_classes, 1, name, initializer=tf.compat.v1.zeros_initializer())
+
+
+def _fcn_head(endpoints, num_classes, variant):
+    """Score layers, learnable 2x upsamplings and skip fusions; returns the padded-size logits."""
+    score = _score(endpoints["fc7"], num_classes, "score_fr")
+    endpoints["score_fr"] = score
+    if variant == "fcn32s":
+        final_factor = 32
+    else:
+        score_pool4 = _score(endpoints["pool4"], num_classes, "score_pool4")
+        endpoints["score_pool4"] = score_pool4
+        score = layers.upsample_learnable(score, 2, "upscore2") + score_pool4
+        final_factor = 16
+        if variant == "fcn8s":
+            score_pool3 = _score(endpoints["pool3"], num_classes, "score_pool3")
+            endpoints["score_pool3"] = score_pool3
+            score = layers.upsample_learnable(score, 2, "upscore_pool4") + score_pool3
+            final_factor = 8
+    upscore = layers.upsample_fixed(score, final_factor, "upscore")
+    endpoints["upscore"] = upscore
+    return upscore
+
+
+def weight_decay_loss(scope="fcn"):
+    """Sum of ``tf.nn.l2_loss`` over the convolution kernels of the model.
+
+    Only variables named ``weights`` count (convolutions and score layers);
+    biases, batch norm parameters and the bilinear upsampling kernels
+    (``upscore*`` scopes) are not decayed. Multiply by the decay factor in
+    the training loop.
+
+    Args:
+        scope: the variable scope the model was built in ('fcn', or e.g.
+            'tower/fcn' when built inside an outer scope).
+
+    Returns:
+        float32 scalar tensor (0.0 when the scope holds no kernels).
+    """
+    kernels = [v for v in tf.compat.v1.trainable_variables(scope.rstrip("/") + "/")
+               if v.op.name.endswith("/weights") and "/upscore" not in v.op.name]
+    if not kernels:
+        return tf.constant(0.0, tf.float32)
+    return tf.add_n([tf.nn.l2_loss(v) for v in kernels], name="weight_decay_loss")
+
+
+def count_parameters(scope="fcn"):
+    """Number of trainable scalars under ``scope`` in the default graph (int)."""
+    variables = tf.compat.v1.trainable_variables(scope.rstrip("/") + "/")
+    return int(sum(np.prod(v.shape.as_list()) for v in variables))
+
+
+def load_vgg16_weights(session, h5_path, scope="fcn"):
+    """Loads Keras VGG16 ImageNet weights into a vgg16-backbone graph; see vgg16_weights.py."""
+    from fcn_tf1 import vgg16_weights
+    return vgg16_weights.load_vgg16_weights(session, h5_path, scope=scope)
