@@ -1,0 +1,316 @@
+"""model.py / layers.py: shapes, bilinear upsampling, gradients, batch norm, weight decay."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcn_tf1 import layers, losses, model
+
+C = 33
+
+# Keras' get_weights() on numpy 2 warns about the copy keyword; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def placeholders():
+    images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
+    is_training = tf.compat.v1.placeholder_with_default(False, [])
+    return images, is_training
+
+
+def random_images(shape, seed=0):
+    return np.random.RandomState(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("backbone, width, sizes", [
+    ("compact", 4, [(2, 250, 333), (1, 64, 64), (1, 31, 45)]),
+    ("vgg16", None, [(1, 40, 50), (2, 64, 64)]),
+])
+def test_output_shapes_every_variant(backbone, width, sizes):
+    # One graph: AUTO_REUSE shares the backbone between the three heads (one initialisation).
+    with tf.Graph().as_default():
+        images, is_training = placeholders()
+        logits = {v: model.inference(images, C, v, backbone, width or 32, is_training)
+                  for v in model.VARIANTS}
+        for tensor in logits.values():
+            assert tensor.shape.as_list() == [None, None, None, C]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for batch, height, width_px in sizes:
+                feed = {images: random_images((batch, height, width_px, 3))}
+                for training in (False, True):
+                    feed[is_training] = training
+                    for variant, value in session.run(logits, feed).items():
+                        assert value.shape == (batch, height, width_px, C), variant
+                        assert np.all(np.isfinite(value))
+
+
+def test_static_shape_is_kept_and_python_bool_training():
+    with tf.Graph().as_default():
+        logits = model.inference(tf.zeros([2, 40, 50, 3]), width=2, is_training=True)
+        assert logits.shape.as_list() == [2, 40, 50, C]
+        assert logits.dtype == tf.float32
+        # Python False builds no batch-norm update ops at all.
+        n_updates = len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS))
+        model.inference(tf.zeros([2, 40, 50, 3]), width=2, is_training=False)
+        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == n_updates > 0
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="variant"):
+        model.inference(tf.zeros([1, 32, 32, 3]), variant="fcn4s")
+
+
+@pytest.mark.parametrize("factor", [2, 8, 16, 32])
+def test_bilinear_upsampling_matches_image_resize(factor):
+    yy, xx = np.mgrid[0:5, 0:6].astype(np.float32)
+    smooth = np.stack([np.sin(yy / 2) + 0.3 * xx, np.cos(xx / 3) * yy, 0.1 * xx * yy], -1)[None]
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
+        learnable = layers.upsample_learnable(x, factor, "up")
+        fixed = layers.upsample_fixed(x, factor, "fixed")
+        reference = tf.image.resize(x, tf.shape(x)[1:3] * factor, "bilinear")
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            got = session.run([learnable, fixed, reference], {x: np.concatenate([smooth, -smooth])})
+    assert got[0].shape == (2, 5 * factor, 6 * factor, 3)
+    # Borders included: the edge-replicated padding makes it exact everywhere.
+    np.testing.assert_allclose(got[0], got[2], atol=1e-5)
+    np.testing.assert_allclose(got[1], got[2], atol=1e-5)
+
+
+def test_bilinear_kernel_is_caffe_upsample_filt():
+    np.testing.assert_allclose(layers.bilinear_kernel_1d(2), [0.25, 0.75, 0.75, 0.25])
+    kernel = layers.bilinear_kernel(2, 3)
+    assert kernel.shape == (4, 4, 3, 3)
+    assert not kernel[:, :, 0, 1].any() and kernel[:, :, 2, 2].sum() == pytest.approx(4.0)
+
+
+def test_gradients_reach_every_trainable_variable():
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(1)
+        images, is_training = placeholders()
+        labels = tf.compat.v1.placeholder(tf.int64, [None, None, None])
+        logits = model.inference(images, width=4, is_training=is_training)
+        loss = losses.loss(logits, labels)
+        variables = tf.compat.v1.trainable_variables()
+        grads = tf.gradients(loss, variables)
+        assert all(g is not None for g in grads), [v.op.name for v, g in zip(variables, grads) if g is None]
+        step = tf.compat.v1.train.GradientDescentOptimizer(0.1).apply_gradients(zip(grads, variables))
+        label_values = np.random.RandomState(0).randint(0, C, (2, 48, 40))
+        label_values[:, :5] = 255
+        feed = {images: random_images((2, 48, 40, 3)), labels: label_values, is_training: True}
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(step, feed)  # the score layers start at zero and block gradients at step 0
+            values = session.run(grads, feed)
+    silent = [v.op.name for v, g in zip(variables, values) if not np.any(g) or not np.all(np.isfinite(g))]
+    assert not silent
+
+
+def test_batch_norm_modes_and_update_ops():
+    with tf.Graph().as_default():
+        images, is_training = placeholders()
+        logits = model.inference(images, width=2, is_training=is_training)
+        update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        moving_mean = tf.compat.v1.get_collection(
+            tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, "fcn/conv1_1/moving_mean")[0]
+        feed = {images: random_images((2, 32, 32, 3))}
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            first = session.run(logits, feed)
+            session.run(update_ops, feed)  # inference mode: the averages do not move
+            np.testing.assert_array_equal(session.run(moving_mean), 0.0)
+            np.testing.assert_array_equal(session.run(logits, feed), first)
+            session.run(update_ops, {**feed, is_training: True})
+            assert np.any(session.run(moving_mean) != 0.0)
+    assert len(update_ops) == 2 * 10  # mean and variance of 8 convs + fc6 + fc7
+
+
+def test_initialisation_is_deterministic_given_the_graph_seed():
+    def initial_values(seed):
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(seed)
+            model.inference(tf.zeros([1, 32, 32, 3]), width=2)
+            with tf.compat.v1.Session() as session:
+                session.run(tf.compat.v1.global_variables_initializer())
+                return session.run(tf.compat.v1.trainable_variables())
+    first, again, other = initial_values(3), initial_values(3), initial_values(4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_weight_decay_covers_conv_kernels_only():
+    with tf.Graph().as_default():
+        model.inference(tf.zeros([1, 32, 32, 3]), width=2)
+        decay = model.weight_decay_loss()
+        names = [v.op.name for v in tf.compat.v1.trainable_variables()]
+        kernels = [v for v in tf.compat.v1.trainable_variables()
+                   if v.op.name.endswith("/weights") and "upscore" not in v.op.name]
+        assert "fcn/upscore2/weights" in names and "fcn/score_fr/weights" in names
+        assert "fcn/score_fr/weights" in [v.op.name for v in kernels]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            got, values = session.run([decay, kernels])
+    assert got == pytest.approx(sum(float((v.astype(np.float64) ** 2).sum()) / 2 for v in values), rel=1e-5)
+
+
+# --- VGG16 weights from Keras files -------------------------------------------------------
+
+VGG_SIZE = 64
+
+
+def write_legacy_vgg16(path, keras_model, weight_style="released"):
+    """A weight file in the legacy Keras HDF5 layout of the downloadable VGG16 files.
+
+    ``released``: datasets ``block1_conv1/block1_conv1_W_1:0`` and ``..._b_1:0`` as in
+    vgg16_weights_tf_dim_ordering_tf_kernels(_notop).h5; ``keras2``: Keras 2's
+    ``block1_conv1/block1_conv1/kernel:0`` nesting. Layers without weights (input,
+    pools, flatten) have an empty ``weight_names``, as Keras writes them.
+    """
+    import h5py
+    names = ["input_1"] + [layer.name for layer in keras_model.layers[1:]]
+    with h5py.File(path, "w") as h5file:
+        h5file.attrs["layer_names"] = np.array([n.encode("utf8") for n in names])
+        h5file.attrs["backend"] = b"tensorflow"
+        h5file.attrs["keras_version"] = b"2.0.8"
+        for name, layer in zip(names, keras_model.layers):
+            group = h5file.create_group(name)
+            values = layer.get_weights()
+            if weight_style == "released":
+                weight_names = [f"{name}_W_1:0", f"{name}_b_1:0"][:len(values)]
+            else:
+                weight_names = [f"{name}/kernel:0", f"{name}/bias:0"][:len(values)]
+            group.attrs["weight_names"] = np.array([w.encode("utf8") for w in weight_names],
+                                                   dtype="S" if weight_names else "f8")
+            for weight_name, value in zip(weight_names, values):
+                group.create_dataset(weight_name, data=value)
+
+
+@pytest.fixture(scope="module")
+def keras_vgg16(tmp_path_factory):
+    """A randomly initialised Keras VGG16 (no top, 64x64), with random biases, and its files."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    net = keras.applications.VGG16(weights=None, include_top=False,
+                                   input_shape=(VGG_SIZE, VGG_SIZE, 3))
+    rng = np.random.RandomState(0)
+    for layer in net.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.uniform(-0.1, 0.1, bias.shape).astype(np.float32)])
+    folder = tmp_path_factory.mktemp("vgg16")
+    files = {"released": folder / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+             "keras2": folder / "keras2_notop.h5",
+             "keras3": folder / "vgg16_notop.weights.h5"}
+    write_legacy_vgg16(files["released"], net, "released")
+    write_legacy_vgg16(files["keras2"], net, "keras2")
+    net.save_weights(files["keras3"])
+    images = random_images((2, VGG_SIZE, VGG_SIZE, 3), seed=5)
+    probe = keras.Model(net.input, [net.get_layer("block3_pool").output,
+                                    net.get_layer("block5_conv3").output])
+    # Keras' VGG16 expects 'caffe' preprocessing; our graph does it itself from raw RGB.
+    pool3, conv5_3 = probe(keras.applications.vgg16.preprocess_input(images.copy()))
+    weights = {layer.name: layer.get_weights() for layer in net.layers if layer.get_weights()}
+    return {"files": files, "images": images, "pool3": np.asarray(pool3),
+            "conv5_3": np.asarray(conv5_3), "weights": weights}
+
+
+def test_vgg16_loader_reproduces_keras_activations(keras_vgg16):
+    from fcn_tf1 import vgg16_weights
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
+        _, endpoints = model.inference_endpoints(images, backbone="vgg16")
+        fc6 = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, "fcn/fc6/biases")[0]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(fc6.assign(tf.fill(tf.shape(fc6), 0.5)))
+            loaded = model.load_vgg16_weights(session, keras_vgg16["files"]["released"])
+            pool3, conv5_3 = session.run([endpoints["pool3"], endpoints["conv5_3"]],
+                                         {images: keras_vgg16["images"]})
+            # A _notop file leaves fc6/fc7 as they were.
+            np.testing.assert_array_equal(session.run(fc6), 0.5)
+            # The other layouts load the very same values.
+            conv3_2 = tf.compat.v1.get_collection(
+                tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, "fcn/conv3_2/")
+            for style in ("keras2", "keras3"):
+                session.run([v.assign(tf.zeros_like(v)) for v in conv3_2])
+                vgg16_weights.load_vgg16_weights(session, keras_vgg16["files"][style])
+                kernel, bias = session.run(conv3_2)
+                np.testing.assert_array_equal(kernel, keras_vgg16["weights"]["block3_conv2"][0])
+                np.testing.assert_array_equal(bias, keras_vgg16["weights"]["block3_conv2"][1])
+    assert len(loaded) == 26 and "fcn/conv5_3/weights" in loaded
+    for ours, keras_value in ((pool3, keras_vgg16["pool3"]), (conv5_3, keras_vgg16["conv5_3"])):
+        assert ours.shape == keras_value.shape
+        np.testing.assert_allclose(ours, keras_value, atol=1e-4 * np.abs(keras_value).max())
+
+
+def test_dense_kernel_reshape_matches_flatten_order():
+    """fc1 -> fc6: Keras' Flatten + Dense equals a VALID conv with the reshaped kernel."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    net = keras.Sequential([keras.Input((2, 3, 4)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    kernel, bias = net.layers[-1].get_weights()
+    x = random_images((3, 2, 3, 4))
+    expected = np.asarray(net(x))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        conv = tf.nn.conv2d(x, kernel.reshape(2, 3, 4, 5), strides=1, padding="VALID") + bias
+        np.testing.assert_allclose(session.run(conv)[:, 0, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def write_fake_vgg16(path, bad_layer=None, missing_layer=None):
+    """Tiny legacy-layout file: every VGG16 conv layer with the right shapes except ``bad_layer``."""
+    import h5py
+    from fcn_tf1.vgg16_weights import CONV_LAYERS
+    with h5py.File(path, "w") as h5file:
+        names = [n for n in CONV_LAYERS if n != missing_layer]
+        h5file.attrs["layer_names"] = np.array([n.encode() for n in names])
+        previous = 3
+        for name, out in zip(CONV_LAYERS, [64, 64, 128, 128] + [256] * 3 + [512] * 6):
+            shape = (3, 3, previous, out) if name != bad_layer else (3, 3, previous, out // 2)
+            previous = out
+            if name == missing_layer:
+                continue
+            group = h5file.create_group(name)
+            group.attrs["weight_names"] = np.array([f"{name}_W_1:0".encode(), f"{name}_b_1:0".encode()])
+            group.create_dataset(f"{name}_W_1:0", shape=shape, dtype="f4")  # not written: no data
+            group.create_dataset(f"{name}_b_1:0", shape=(out,), dtype="f4")
+
+
+def test_vgg16_loader_rejects_mismatched_files(tmp_path):
+    from fcn_tf1 import vgg16_weights
+    from fcn_tf1.errors import FcnError
+    missing, wrong, not_h5 = tmp_path / "missing.h5", tmp_path / "wrong.h5", tmp_path / "text.h5"
+    write_fake_vgg16(missing, missing_layer="block3_conv2")
+    write_fake_vgg16(wrong, bad_layer="block4_conv1")
+    not_h5.write_text("not hdf5")
+    with tf.Graph().as_default():
+        model.inference(tf.zeros([1, 32, 32, 3]), backbone="vgg16")
+        with pytest.raises(FcnError, match=r"missing\.h5: not a Keras VGG16 weight file: layer block3_conv2 is missing"):
+            vgg16_weights.vgg16_init_fn(missing)
+        with pytest.raises(FcnError, match=r"wrong\.h5: layer block4_conv1 has kernel \(3, 3, 256, 256\)"):
+            vgg16_weights.vgg16_init_fn(wrong)
+        with pytest.raises(FcnError, match=r"text\.h5: cannot read"):
+            vgg16_weights.vgg16_init_fn(not_h5)
+    with tf.Graph().as_default():
+        model.inference(tf.zeros([1, 32, 32, 3]), width=2)  # compact: nothing to load into
+        with pytest.raises(FcnError, match="no VGG16 variables"):
+            vgg16_weights.vgg16_init_fn(wrong)
+
+
+@pytest.mark.slow
+def test_vgg16_full_file_fc_layers_match_keras(tmp_path):
+    """The full (with top) file: fc6/fc7 at the centre of a 224x224 image equal Keras' fc1/fc2."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(2)
+    net = keras.applications.VGG16(weights=None)
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    write_legacy_vgg16(path, net)
+    images = random_images((1, 224, 224, 3), seed=3)
+    probe = keras.Model(net.input, net.get_layer("fc2").output)
+    expected = np.asarray(probe(keras.applications.vgg16.preprocess_input(images.copy())))
+    del net, probe
+    with tf.Graph().as_default():
+        _, endpoints = model.inference_endpoints(tf.constant(images), backbone="vgg16")
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            assert len(model.load_vgg16_weights(session, path)) == 30
+            fc7 = session.run(endpoints["fc7"])
+    # pool5 is 7x7: the SAME 7x7 fc6 at the centre sees exactly the whole map, as fc1 does.
+    np.testing.assert_allclose(fc7[0, 3, 3], expected[0], atol=1e-4 * np.abs(expected).max())
