@@ -55,13 +55,20 @@ def _add_compare(subparsers):
     p.add_argument("--repeats", type=int, default=7, help="timed training steps per variant")
     p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON")
     p.add_argument("--seed", type=int, default=0, help="graph seed for the initial weights")
+    p.add_argument("--variant", choices=("fcn32s", "fcn16s", "fcn8s"), default="fcn8s",
+                   help="FCN head (default: fcn8s)")
+    p.add_argument("--backbone", choices=("compact", "vgg16"), default="compact",
+                   help="backbone, randomly initialised (default: compact)")
+    p.add_argument("--width", type=int, default=32,
+                   help="channel multiplier of the compact backbone (default: 32)")
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args):
     from fcn_tf1 import compare
     compare.run_compare(args.data, batch_size=args.batch_size, repeats=args.repeats,
-                        json_out=args.json, seed=args.seed)
+                        json_out=args.json, seed=args.seed, variant=args.variant,
+                        backbone=args.backbone, width=args.width)
     return 0
 
 
