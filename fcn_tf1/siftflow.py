@@ -22,6 +22,7 @@ Label contract (the one place it is stated; every module relies on it):
 
 Every reader raises ``DataError`` with one line, ``<full path>: <reason>``.
 """
+import collections
 import dataclasses
 import hashlib
 import pathlib
@@ -122,6 +123,10 @@ def read_image(path):
         raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
 
 
+_KIND_NAMES = {"b": "bool", "U": "string", "S": "string", "O": "cell/struct/object",
+               "c": "complex"}
+
+
 def labels_from_class_map(class_map, source):
     """Applies the label contract to a raw ``S`` array.
 
@@ -138,8 +143,9 @@ def labels_from_class_map(class_map, source):
     s = class_map
     if not isinstance(s, np.ndarray) or s.dtype.kind not in "iuf":
         dtype = getattr(s, "dtype", type(s).__name__)
-        raise DataError(f"{source}: S has dtype {dtype}, expected an integer-valued numeric "
-                        "class map")
+        kind = _KIND_NAMES.get(getattr(dtype, "kind", ""), "not numeric")
+        raise DataError(f"{source}: S has dtype {dtype} ({kind}), expected an integer-valued "
+                        "numeric class map")
     if s.shape != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{source}: S has shape {s.shape}, expected ({IMAGE_SIZE}, {IMAGE_SIZE})")
     if s.dtype.kind == "f":
@@ -223,6 +229,55 @@ def read_names(path):
     if not names:
         raise DataError(f"{path}: empty names list")
     return names
+
+
+def list_split(root, split=None, names_file=None, limit_per_category=None):
+    """The names of a split and their files, each checked to exist.
+
+    Args:
+        root: SIFT Flow root.
+        split: split name, read from ``ROOT/SPLIT.txt`` (default "trainval").
+        names_file: any names list instead (takes precedence over ``split``).
+        limit_per_category: keep only the first K names of each category (list order).
+
+    Returns:
+        (names, source, files): list of str; the split name or names-file path;
+        list of (image path, label path) per name.
+
+    Raises:
+        DataError: missing root, list, image or label file; empty or malformed list.
+        ConfigError: a split given as a path, or limit_per_category < 1.
+    """
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: SIFT Flow data directory not found")
+    if names_file is not None:
+        list_file, source = pathlib.Path(names_file), str(names_file)
+    else:
+        source = split or "trainval"
+        if "/" in source or "\\" in source:
+            raise ConfigError(f"--split {source!r}: a split name, not a path (use --names-file)")
+        list_file = root / f"{source}.txt"
+        if not list_file.is_file():
+            raise DataError(f"{list_file}: split list not found (no {source}.txt in {root})")
+    names = read_names(list_file)
+    if limit_per_category is not None:
+        if limit_per_category < 1:
+            raise ConfigError(f"--limit-per-category {limit_per_category}: must be >= 1")
+        kept, seen = [], collections.Counter()
+        for name in names:
+            seen[category_of(name)] += 1
+            if seen[category_of(name)] <= limit_per_category:
+                kept.append(name)
+        names = kept
+    files = []
+    for name in names:
+        pair = (image_path(root, name), label_path(root, name))
+        for path, kind in zip(pair, ("image", "label")):
+            if not path.is_file():
+                raise DataError(f"{path}: no such {kind} file (for {name!r} in {list_file})")
+        files.append(pair)
+    return names, source, files
 
 
 def _names_from_classes_txt(path):
