@@ -138,20 +138,24 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
     names, source, tasks = siftflow.list_split(data_dir, split, names_file, limit_per_category)
     out = pathlib.Path(out_path)
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        # the cores this process may use (a container or taskset may allow fewer than exist)
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count()
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     if out.is_dir():
         raise DataError(f"{out}: is a directory, expected an HDF5 file name")
     class_names = siftflow.read_class_names(data_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     part = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         void_pixels = _write(part, names, tasks, class_names, source, workers, progress)
         os.replace(part, out)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             part.unlink()
+        if isinstance(err, OSError):  # bad inputs arrive as DataError: this is the output side
+            raise DataError(f"{out}: cannot write ({_reason(err)})") from None
         raise
     return {"path": str(out), "num_images": len(names), "source_split": source,
             "per_category": dict(Counter(siftflow.category_of(n) for n in names)),
@@ -176,7 +180,8 @@ class H5Dataset:
     def __init__(self, path):
         self.path = pathlib.Path(path)
         if not self.path.is_file():
-            raise DataError(f"{self.path}: no such HDF5 file")
+            what = "not a file" if self.path.exists() else "no such HDF5 file"
+            raise DataError(f"{self.path}: {what}")
         try:
             self._file = h5py.File(self.path, "r")
         except Exception as err:  # h5py raises OSError for truncated/corrupt/non-HDF5 files
@@ -383,7 +388,8 @@ class BatchStream:
         if self.indices.ndim != 1 or len(self.indices) == 0 or self.indices.min() < 0 \
                 or self.indices.max() >= len(self._data):
             self._data.close()
-            raise ConfigError(f"{path}: indices must be a non-empty list within 0..{len(self._data) - 1}")
+            raise ConfigError(f"{path}: indices must be a non-empty list within "
+                              f"0..{len(self._data) - 1}")
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.flip, self.scale_jitter = flip, scale_jitter
         self.crop_size = self._data.image_shape if crop_size is None else (crop_size, crop_size)
@@ -403,7 +409,8 @@ class BatchStream:
     def _epoch_order(self, epoch):
         if not self.shuffle:
             return self.indices
-        return self.indices[np.random.default_rng((self.seed, 0, epoch)).permutation(len(self.indices))]
+        permutation = np.random.default_rng((self.seed, 0, epoch)).permutation(len(self.indices))
+        return self.indices[permutation]
 
     def batch(self, batch_index):
         """Computes batch ``batch_index`` directly (what the stream yields at that index)."""

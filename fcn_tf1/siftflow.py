@@ -328,11 +328,12 @@ def split_train_val(names, val_fraction=0.1):
     """Carves a validation split out of trainval: deterministic, stratified, order-free.
 
     Per scene category (``category_of``), the names are ranked by the sha1 hex
-    digest of the name; the first ``max(1, floor(n * val_fraction + 0.5))`` go to
-    validation when the category has at least 2 images (capped at n - 1, so a
-    category always keeps a training image). The result depends only on the set of names, never on their order or
-    on a random seed. ``val_fraction == 0`` puts everything in train. The
-    official test split is never an input here: it is held back.
+    digest of the name; the first ``max(1, floor(n * val_fraction + 0.5))`` go
+    to validation when the category has at least 2 images (capped at n - 1, so
+    a category always keeps a training image). The result depends only on the
+    set of names, never on their order or on a random seed. ``val_fraction == 0``
+    puts everything in train. The official test split is never an input here:
+    it is held back.
 
     Args:
         names: iterable of image names (distinct).

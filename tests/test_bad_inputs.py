@@ -303,3 +303,14 @@ def test_hdf5_label_out_of_range(tmp_path):
 
 def test_missing_hdf5(tmp_path):
     _assert_reader_error(tmp_path / "none.h5", "no such HDF5 file")
+
+
+def test_output_not_writable(tmp_path, capsys):
+    root = make_root(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    status = main(["prepare", "--data-dir", str(root), "--out", str(blocker / "data.h5"),
+                   "--quiet", "--workers", "1"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"fcn-tf1: error: {blocker / 'data.h5'}: cannot write")

@@ -194,12 +194,12 @@ def test_each_epoch_is_a_permutation_of_the_indices(coded_h5):
         keys = {data.label(i).tobytes(): i for i in range(len(data))}
     indices = [1, 3, 4, 8]
     with h5data.BatchStream(coded_h5, indices, 2, flip=False, seed=2) as stream:
-        order = [keys[label.astype(np.uint8).tobytes()] for _ in range(6) for label in next(stream)[1]]
+        order = [keys[lab.astype(np.uint8).tobytes()] for _ in range(6) for lab in next(stream)[1]]
     epochs = [order[0:4], order[4:8], order[8:12]]
     assert all(sorted(epoch) == indices for epoch in epochs)
     assert len({tuple(epoch) for epoch in epochs}) > 1
     with h5data.BatchStream(coded_h5, indices, 3, flip=False, shuffle=False) as stream:
-        order = [keys[label.astype(np.uint8).tobytes()] for _ in range(2) for label in next(stream)[1]]
+        order = [keys[lab.astype(np.uint8).tobytes()] for _ in range(2) for lab in next(stream)[1]]
     assert order == [1, 3, 4, 8, 1, 3]
 
 
