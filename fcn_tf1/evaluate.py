@@ -5,7 +5,7 @@ validation pass uses it); the FCN metrics come from ``fcn_tf1.metrics``.
 """
 import time
 
-from fcn_tf1 import h5data, metrics
+from fcn_tf1 import batches, metrics
 
 
 def evaluate_in_session(session, net, data_path, indices, batch_size, num_classes, void_label,
@@ -32,7 +32,7 @@ def evaluate_in_session(session, net, data_path, indices, batch_size, num_classe
     seen = 0
     forward_seconds = 0.0
     start = time.perf_counter()
-    for images, labels, names in h5data.iterate_batches(data_path, indices, batch_size):
+    for images, labels, names in batches.iterate_batches(data_path, indices, batch_size):
         t0 = time.perf_counter()
         predictions = session.run(net.predictions, {net.images: images})
         forward_seconds += time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Prepare (released files -> one HDF5 file, atomically) and stream batches from it.
+"""Prepare (released files -> one HDF5 file, atomically) and read it back, validated.
 
 The HDF5 layout, written by :func:`prepare` and checked by :class:`H5Dataset`::
 
@@ -11,24 +11,15 @@ The HDF5 layout, written by :func:`prepare` and checked by :class:`H5Dataset`::
 API:
     prepare(data_dir, out_path, ...) -> summary dict
     H5Dataset(path)                     validated read-only access, one image at a time
-    BatchStream(path, indices, ...)     endless, augmented, deterministic, resumable batches
-    iterate_batches(path, indices, ...) sequential full-resolution batches for evaluation
 
-Batch order and augmentation depend only on ``(seed, batch index)``: the image
-order is the concatenation of per-epoch permutations (epoch ``e`` permuted by a
-RNG seeded with ``(seed, 0, e)``), batch ``k`` takes positions ``k*B .. k*B+B-1``
-of it, and its crops/flips/scales come from a RNG seeded with ``(seed, 1, k)``.
-So ``BatchStream(..., start_batch=k)`` continues exactly where a run stopped at
-step ``k``.
+Batches for training and evaluation are streamed from this file by fcn_tf1.batches.
 """
 import contextlib
 import os
 import pathlib
-import queue
 import secrets
 import signal
 import sys
-import threading
 import time
 import zlib
 from collections import Counter
@@ -36,7 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from fcn_tf1 import siftflow
@@ -288,214 +278,3 @@ class H5Dataset:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise DataError(f"{self.path}: no image named {missing[0]!r}{more}")
         return [self._index[n] for n in names]
-
-
-def _window(array, top, left, height, width, fill):
-    """The [top:top+height, left:left+width] window of ``array``, ``fill`` outside it."""
-    out = np.empty((height, width) + array.shape[2:], array.dtype)
-    out[...] = fill
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + height, array.shape[0]), min(left + width, array.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = array[y0:y1, x0:x1]
-    return out
-
-
-def augment(image, label, rng, crop_size, flip, scale_jitter, void_label=VOID_LABEL):
-    """Applies one random scale/crop/flip to an image and its label map identically.
-
-    The image is resized bilinearly and the label nearest-neighbour (Pillow's
-    resamplers share the pixel-centre convention, so they stay aligned). Where
-    the crop window leaves the scaled image, the label is void and the image the
-    image's mean colour (neutral input, ignored by the loss).
-
-    Args:
-        image: uint8 [H, W, 3].
-        label: uint8 [H, W].
-        rng: numpy Generator; draws scale, then crop offsets, then the flip.
-        crop_size: (height, width) of the output.
-        flip: mirror left-right with probability 0.5.
-        scale_jitter: None or (low, high) scale range.
-        void_label: the label fill value.
-
-    Returns:
-        (uint8 [crop_h, crop_w, 3], uint8 [crop_h, crop_w]).
-    """
-    if scale_jitter is not None:
-        scale = rng.uniform(scale_jitter[0], scale_jitter[1])
-        height = max(1, int(round(image.shape[0] * scale)))
-        width = max(1, int(round(image.shape[1] * scale)))
-        if (height, width) != label.shape:
-            image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-            label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
-    (crop_h, crop_w), (height, width) = crop_size, label.shape
-    # Offsets range over every placement of the window: inside the image when it is
-    # larger than the crop, around it (padding on any side) when it is smaller.
-    top = int(rng.integers(min(0, height - crop_h), max(0, height - crop_h) + 1))
-    left = int(rng.integers(min(0, width - crop_w), max(0, width - crop_w) + 1))
-    mean_colour = np.round(image.reshape(-1, 3).mean(axis=0)).astype(np.uint8)
-    image = _window(image, top, left, crop_h, crop_w, mean_colour)
-    label = _window(label, top, left, crop_h, crop_w, void_label)
-    if flip and rng.random() < 0.5:
-        image, label = image[:, ::-1], label[:, ::-1]
-    return image, label
-
-
-class _Failure:
-    """Carries an exception from the prefetch thread to the consumer."""
-
-    def __init__(self, error):
-        self.error = error
-
-
-class BatchStream:
-    """Endless, augmented, deterministic and resumable training batches (an iterator).
-
-    Batch ``k`` depends only on ``(seed, k)`` (see the module docstring), so
-    ``start_batch=k`` yields exactly batches ``k, k+1, ...`` of an uninterrupted
-    stream. Only the images of the current batch are read from the file, and a
-    background thread keeps up to ``prefetch`` batches ready. Use as a context
-    manager (or call ``close()``) to stop the thread; an error in the thread is
-    raised by ``next()``.
-
-    Args:
-        path: HDF5 file from :func:`prepare`.
-        indices: positions of the images to draw from (None: all).
-        batch_size: images per batch.
-        seed: non-negative int.
-        crop_size: int side of the random square crop; None = full image size.
-        flip: random horizontal flip with p = 0.5.
-        scale_jitter: None or (low, high), e.g. (0.75, 1.25).
-        shuffle: permute each epoch (False: file order, every epoch).
-        prefetch: batches prepared ahead in a thread (0: none, compute on demand).
-        start_batch: index of the first batch to yield.
-
-    Yields:
-        (images float32 [B, crop, crop, 3] in 0..255, labels int64 [B, crop, crop]).
-    """
-
-    def __init__(self, path, indices, batch_size, seed=0, crop_size=None, flip=True,
-                 scale_jitter=None, shuffle=True, prefetch=2, start_batch=0):
-        if batch_size < 1 or seed < 0 or start_batch < 0 or prefetch < 0:
-            raise ConfigError(f"batch_size {batch_size}, seed {seed}, start_batch {start_batch}, "
-                              f"prefetch {prefetch}: batch_size must be >= 1, the others >= 0")
-        if crop_size is not None and crop_size < 1:
-            raise ConfigError(f"crop_size {crop_size}: must be >= 1")
-        if scale_jitter is not None and not 0 < scale_jitter[0] <= scale_jitter[1]:
-            raise ConfigError(f"scale_jitter {scale_jitter}: need 0 < low <= high")
-        self._data = H5Dataset(path)
-        self.indices = np.arange(len(self._data)) if indices is None else np.asarray(indices, int)
-        if self.indices.ndim != 1 or len(self.indices) == 0 or self.indices.min() < 0 \
-                or self.indices.max() >= len(self._data):
-            self._data.close()
-            raise ConfigError(f"{path}: indices must be a non-empty list within "
-                              f"0..{len(self._data) - 1}")
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
-        self.flip, self.scale_jitter = flip, scale_jitter
-        self.crop_size = self._data.image_shape if crop_size is None else (crop_size, crop_size)
-        self.next_batch = start_batch  # the index of the batch next() returns
-        self._closed, self._failure = False, None
-        self._stop, self._thread = threading.Event(), None
-        if prefetch:
-            self._queue = queue.Queue(maxsize=prefetch)
-            self._thread = threading.Thread(target=self._produce, args=(start_batch,),
-                                            name="BatchStream-prefetch", daemon=True)
-            self._thread.start()
-
-    def epoch_of(self, batch_index):
-        """The epoch that batch ``batch_index`` starts in."""
-        return batch_index * self.batch_size // len(self.indices)
-
-    def _epoch_order(self, epoch):
-        if not self.shuffle:
-            return self.indices
-        permutation = np.random.default_rng((self.seed, 0, epoch)).permutation(len(self.indices))
-        return self.indices[permutation]
-
-    def batch(self, batch_index):
-        """Computes batch ``batch_index`` directly (what the stream yields at that index)."""
-        n = len(self.indices)
-        positions = np.arange(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
-        orders = {e: self._epoch_order(e) for e in np.unique(positions // n)}
-        rng = np.random.default_rng((self.seed, 1, batch_index))
-        images, labels = [], []
-        for position in positions:
-            index = orders[position // n][position % n]
-            image, label = augment(self._data.image(index), self._data.label(index), rng,
-                                   self.crop_size, self.flip, self.scale_jitter,
-                                   self._data.void_label)
-            images.append(image)
-            labels.append(label)
-        return np.stack(images).astype(np.float32), np.stack(labels).astype(np.int64)
-
-    def _produce(self, batch_index):
-        try:
-            while not self._stop.is_set():
-                self._put((batch_index, self.batch(batch_index)))
-                batch_index += 1
-        except BaseException as err:  # handed to the consumer, which re-raises it
-            self._put(_Failure(err))
-
-    def _put(self, item):
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._closed:
-            raise ValueError("BatchStream is closed")
-        if self._failure is not None:
-            raise self._failure
-        if self._thread is None:
-            item = (self.next_batch, self.batch(self.next_batch))
-        else:
-            item = self._queue.get()
-        if isinstance(item, _Failure):
-            self._failure = item.error
-            raise item.error
-        self.next_batch += 1
-        return item[1]
-
-    def close(self):
-        """Stops the prefetch thread and closes the file (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._data.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def iterate_batches(path, indices=None, batch_size=1):
-    """Sequential full-resolution batches without augmentation (for evaluation).
-
-    Args:
-        path: HDF5 file from :func:`prepare`.
-        indices: positions to read, in this order (None: all).
-        batch_size: images per batch (the last one may be smaller).
-
-    Yields:
-        (images float32 [b, H, W, 3] in 0..255, labels int64 [b, H, W], names list of str).
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size {batch_size}: must be >= 1")
-    with H5Dataset(path) as data:
-        indices = list(range(len(data))) if indices is None else [int(i) for i in indices]
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            images = np.stack([data.image(i) for i in chunk]).astype(np.float32)
-            labels = np.stack([data.label(i) for i in chunk]).astype(np.int64)
-            yield images, labels, [data.names[i] for i in chunk]

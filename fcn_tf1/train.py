@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import evaluate, graph, h5data, losses, rundir, siftflow, summaries
+from fcn_tf1 import batches, evaluate, graph, h5data, losses, rundir, siftflow, summaries
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -219,7 +219,7 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
         log(f"run already at step {step} >= max_steps {config.max_steps}; nothing to train "
             "(pass a larger --max-steps to continue)")
         return []
-    stream = h5data.BatchStream(config.data, train_indices, config.batch_size, seed=config.seed,
+    stream = batches.BatchStream(config.data, train_indices, config.batch_size, seed=config.seed,
                                 crop_size=config.crop_size, flip=config.flip,
                                 scale_jitter=config.scale_jitter, start_batch=step)
     losses_here = []

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fcn_tf1 import h5data, siftflow
+from fcn_tf1 import batches, h5data, siftflow
 from fcn_tf1.errors import DataError
 
 
@@ -135,7 +135,7 @@ def test_label_counts_and_indices(real_h5):
 @pytest.mark.parametrize("crop_size, scale_jitter", [
     (None, None), (200, None), (300, None), (224, (0.5, 1.5))])
 def test_augmentation_keeps_image_and_label_aligned(coded_h5, crop_size, scale_jitter):
-    with h5data.BatchStream(coded_h5, None, 5, seed=1, crop_size=crop_size,
+    with batches.BatchStream(coded_h5, None, 5, seed=1, crop_size=crop_size,
                             scale_jitter=scale_jitter) as stream:
         for _ in range(4):
             images, labels = next(stream)
@@ -159,7 +159,7 @@ def test_augmentation_keeps_image_and_label_aligned(coded_h5, crop_size, scale_j
 def test_flip_happens_about_half_the_time(coded_h5):
     with h5data.H5Dataset(coded_h5) as data:
         originals = [data.label(i) for i in range(len(data))]
-    with h5data.BatchStream(coded_h5, None, 10, shuffle=False, prefetch=0) as stream:
+    with batches.BatchStream(coded_h5, None, 10, shuffle=False, prefetch=0) as stream:
         _, labels = next(stream)
     flipped = [bool((labels[i] == originals[i][:, ::-1]).all()) for i in range(10)]
     kept = [bool((labels[i] == originals[i]).all()) for i in range(10)]
@@ -173,14 +173,14 @@ def _take(stream, count):
 def test_batches_are_deterministic_and_resumable(coded_h5):
     options = dict(crop_size=160, scale_jitter=(0.75, 1.25))
     indices = [0, 2, 3, 5, 6, 7, 9]  # 7 images, batches of 3: batches straddle epochs
-    with h5data.BatchStream(coded_h5, indices, 3, seed=5, **options) as stream:
+    with batches.BatchStream(coded_h5, indices, 3, seed=5, **options) as stream:
         run = _take(stream, 8)
         assert stream.next_batch == 8 and stream.epoch_of(7) == 3
-    with h5data.BatchStream(coded_h5, indices, 3, seed=5, prefetch=0, **options) as stream:
+    with batches.BatchStream(coded_h5, indices, 3, seed=5, prefetch=0, **options) as stream:
         again = _take(stream, 8)
-    with h5data.BatchStream(coded_h5, indices, 3, seed=5, start_batch=5, **options) as stream:
+    with batches.BatchStream(coded_h5, indices, 3, seed=5, start_batch=5, **options) as stream:
         resumed = _take(stream, 3)
-    with h5data.BatchStream(coded_h5, indices, 3, seed=6, **options) as stream:
+    with batches.BatchStream(coded_h5, indices, 3, seed=6, **options) as stream:
         other = _take(stream, 8)
     for a, b in zip(run, again):
         assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
@@ -193,12 +193,12 @@ def test_each_epoch_is_a_permutation_of_the_indices(coded_h5):
     with h5data.H5Dataset(coded_h5) as data:
         keys = {data.label(i).tobytes(): i for i in range(len(data))}
     indices = [1, 3, 4, 8]
-    with h5data.BatchStream(coded_h5, indices, 2, flip=False, seed=2) as stream:
+    with batches.BatchStream(coded_h5, indices, 2, flip=False, seed=2) as stream:
         order = [keys[lab.astype(np.uint8).tobytes()] for _ in range(6) for lab in next(stream)[1]]
     epochs = [order[0:4], order[4:8], order[8:12]]
     assert all(sorted(epoch) == indices for epoch in epochs)
     assert len({tuple(epoch) for epoch in epochs}) > 1
-    with h5data.BatchStream(coded_h5, indices, 3, flip=False, shuffle=False) as stream:
+    with batches.BatchStream(coded_h5, indices, 3, flip=False, shuffle=False) as stream:
         order = [keys[lab.astype(np.uint8).tobytes()] for _ in range(2) for lab in next(stream)[1]]
     assert order == [1, 3, 4, 8, 1, 3]
 
@@ -207,7 +207,7 @@ def test_thread_error_reaches_consumer_and_close_stops_thread(tmp_path):
     labels = np.zeros((4, 32, 32), np.uint8)
     labels[2, 5, 5] = 40  # out of range: detected when image 2 is read
     path = write_h5(tmp_path / "bad.h5", np.zeros((4, 32, 32, 3), np.uint8), labels)
-    stream = h5data.BatchStream(path, None, 1, shuffle=False)
+    stream = batches.BatchStream(path, None, 1, shuffle=False)
     next(stream), next(stream)
     with pytest.raises(DataError, match=r"labels\[2\] \(coast_s2\) has value 40"):
         next(stream)
@@ -215,7 +215,7 @@ def test_thread_error_reaches_consumer_and_close_stops_thread(tmp_path):
     assert not any(t.name == "BatchStream-prefetch" for t in threading.enumerate())
     with pytest.raises(ValueError):
         next(stream)
-    stream = h5data.BatchStream(path, [0, 1], 1)
+    stream = batches.BatchStream(path, [0, 1], 1)
     next(stream)
     stream.close()  # the producer blocks on a full queue: close must still return
     assert not stream._thread.is_alive()
@@ -224,10 +224,10 @@ def test_thread_error_reaches_consumer_and_close_stops_thread(tmp_path):
 def test_iterate_batches(real_h5):
     with h5data.H5Dataset(real_h5) as data:
         expected_names = [data.names[i] for i in (6, 0, 3)]
-        batches = list(h5data.iterate_batches(real_h5, [6, 0, 3], 2))
-        assert [len(b[2]) for b in batches] == [2, 1]
-        assert batches[0][2] + batches[1][2] == expected_names
-        images, labels, _ = batches[0]
+        got = list(batches.iterate_batches(real_h5, [6, 0, 3], 2))
+        assert [len(b[2]) for b in got] == [2, 1]
+        assert got[0][2] + got[1][2] == expected_names
+        images, labels, _ = got[0]
         assert images.dtype == np.float32 and images.shape == (2, 256, 256, 3)
         assert labels.dtype == np.int64 and labels.shape == (2, 256, 256)
         assert (images[1] == data.image(0)).all() and (labels[0] == data.label(6)).all()
