@@ -36,9 +36,13 @@ def _add_prepare(subparsers):
 
 def _run_prepare(args):
     from fcn_tf1 import h5data
-    h5data.prepare(args.data_dir, args.out, split=args.split, names_file=args.names_file,
-                   limit_per_category=args.limit_per_category, workers=args.workers,
-                   progress=not args.quiet)
+    summary = h5data.prepare(args.data_dir, args.out, split=args.split,
+                             names_file=args.names_file,
+                             limit_per_category=args.limit_per_category, workers=args.workers,
+                             progress=not args.quiet)
+    print(f"wrote {summary['path']}: {summary['num_images']} images of {summary['source_split']}, "
+          f"{summary['file_bytes'] / 2**20:.1f} MiB, {100 * summary['void_fraction']:.1f}% void "
+          f"pixels, {summary['seconds']:.1f} s")
     return 0
 
 
