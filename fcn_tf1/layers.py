@@ -13,6 +13,8 @@ Variable names inside a layer's scope are part of the checkpoint contract:
 ``is_training`` is a Python bool or a scalar bool tensor everywhere; a Python
 bool builds only the branch it selects (no ``tf.cond``).
 """
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -119,11 +121,57 @@ def max_pool(x, name):
     return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME", name=name)
 
 
-def dropout(x, rate, is_training):
-    """``tf.nn.dropout`` with ``rate`` when training, identity otherwise."""
+def dropout_step_counter(is_training):
+    """A checkpointed counter that makes dropout masks a function of (seed, training step).
+
+    TF1's stateful random ops restart their stream in every new session, so a
+    run resumed from a checkpoint would repeat the first steps' dropout masks
+    and diverge from an uninterrupted run. Instead the masks come from
+    stateless random ops seeded by (per-layer seed, this counter); the counter
+    is a variable (``dropout_counter`` in the current scope, saved with the
+    checkpoint) advanced by an op in ``UPDATE_OPS``, i.e. once per training step.
+
+    Args:
+        is_training: Python bool or scalar bool tensor; the counter only
+            advances in training mode.
+
+    Returns:
+        int64 scalar tensor: the counter's value for this step (read before
+        the update op increments it).
+    """
+    counter = tf.compat.v1.get_variable(
+        "dropout_counter", [], tf.int64, initializer=tf.compat.v1.zeros_initializer(),
+        trainable=False)
+    value = tf.identity(counter.read_value() if hasattr(counter, "read_value") else counter)
+    with tf.control_dependencies([value]):  # read this step's value first, then advance
+        update = tf.compat.v1.assign_add(counter, tf.cast(is_training, tf.int64))
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+    return value
+
+
+def dropout(x, rate, is_training, step):
+    """Dropout with ``rate`` when training (masks reproducible per step), identity otherwise.
+
+    Args:
+        x: float32 tensor.
+        rate: fraction of units dropped.
+        is_training: Python bool or scalar bool tensor.
+        step: int64 scalar from :func:`dropout_step_counter` (None when
+            ``is_training`` is False).
+
+    Returns:
+        float32 tensor like ``x``, scaled by 1 / (1 - rate) where kept.
+    """
     if is_training is False or rate <= 0:
         return x
-    return smart_cond(is_training, lambda: tf.nn.dropout(x, rate=rate), lambda: tf.identity(x))
+    op_seed = tf.compat.v1.get_seed(None)[1]  # from the graph seed: deterministic builds
+    if op_seed is None:  # no graph seed: a fresh random stream, as TF1 would do
+        op_seed = int.from_bytes(os.urandom(4), "little") >> 1
+    seed = tf.stack([tf.constant(op_seed, tf.int64), step])
+    return smart_cond(
+        is_training,
+        lambda: tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed),
+        lambda: tf.identity(x))
 
 
 def bilinear_kernel_1d(factor):

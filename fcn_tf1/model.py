@@ -43,6 +43,14 @@ Variables live under ``tf.compat.v1.variable_scope('fcn', reuse=AUTO_REUSE)``:
 ``fcn/fc6/...``, ``fcn/score_fr/...``, ``fcn/upscore2/weights``, ... Calling
 inference() twice in one graph shares the variables (e.g. FCN-32s and
 FCN-8s heads on one backbone).
+
+Training-mode side effects go to ``tf.compat.v1.GraphKeys.UPDATE_OPS`` (run
+them with the train op): the batch norm moving averages and the increment of
+``fcn/dropout_counter``, an int64 variable that seeds the (stateless) dropout
+masks together with the graph seed, so a run resumed from a checkpoint draws
+exactly the masks an uninterrupted run would. With ``is_training=False`` (the
+Python bool) neither is built. Random initialisation follows the graph seed
+(``tf.compat.v1.set_random_seed``); set one when op determinism is enabled.
 """
 import numpy as np
 import tensorflow as tf
@@ -72,7 +80,8 @@ def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width
     """Builds the FCN and returns unscaled logits at the input resolution.
 
     Args:
-        images: float32 [B, H, W, 3], raw RGB in 0..255; B, H, W may be unknown.
+        images: float32 [B, H, W, 3], raw RGB in 0..255 (other dtypes are cast);
+            B, H, W may be unknown.
         num_classes: int, number of classes C (33 for SIFT Flow).
         variant: 'fcn32s', 'fcn16s' or 'fcn8s'.
         backbone: 'compact' or 'vgg16'.
@@ -102,7 +111,9 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.float32:  # e.g. uint8 straight from the HDF5 file
+        images = tf.cast(images, tf.float32)
     if images.shape.rank is not None and (images.shape.rank != 4 or images.shape[-1] not in (3, None)):
         raise ValueError(f"images must be [batch, height, width, 3], got {images.shape}")
     images.set_shape([None, None, None, 3])
@@ -149,9 +160,10 @@ def _vgg16_backbone(x, is_training, endpoints):
         x = layers.max_pool(x, f"pool{stage}")
         endpoints[f"pool{stage}"] = x
     x = tf.nn.relu(layers.conv2d(x, VGG16_FC_CHANNELS, 7, "fc6"), name="fc6")
-    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training)
+    step = None if is_training is False else layers.dropout_step_counter(is_training)
+    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training, step)
     x = tf.nn.relu(layers.conv2d(x, VGG16_FC_CHANNELS, 1, "fc7"), name="fc7")
-    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training)
+    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["vgg16"], is_training, step)
 
 
 def _conv_bn_relu(x, channels, kernel_size, name, is_training):
@@ -174,10 +186,11 @@ def _compact_backbone(x, width, is_training, endpoints):
         x = layers.max_pool(x, f"pool{stage}")
         endpoints[f"pool{stage}"] = x
     fc_channels = COMPACT_FC_MULTIPLIER * width
+    step = None if is_training is False else layers.dropout_step_counter(is_training)
     x = _conv_bn_relu(x, fc_channels, 3, "fc6", is_training)
-    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["compact"], is_training)
+    endpoints["fc6"] = x = layers.dropout(x, DROPOUT_RATE["compact"], is_training, step)
     x = _conv_bn_relu(x, fc_channels, 1, "fc7", is_training)
-    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["compact"], is_training)
+    endpoints["fc7"] = layers.dropout(x, DROPOUT_RATE["compact"], is_training, step)
 
 
 def _score(x, num_classes, name):

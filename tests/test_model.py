@@ -1,4 +1,6 @@
 """model.py / layers.py: shapes, bilinear upsampling, gradients, batch norm, weight decay."""
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,19 @@ C = 33
 
 # Keras' get_weights() on numpy 2 warns about the copy keyword; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@contextlib.contextmanager
+def seeded_graph(seed=0):
+    """A fresh default graph with a graph-level seed.
+
+    Always seeded: once anything in the process has called
+    ``tf.config.experimental.enable_op_determinism()`` (train.py does), random
+    ops without a seed raise.
+    """
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(seed)
+        yield graph
 
 
 def placeholders():
@@ -27,7 +42,7 @@ def random_images(shape, seed=0):
 ])
 def test_output_shapes_every_variant(backbone, width, sizes):
     # One graph: AUTO_REUSE shares the backbone between the three heads (one initialisation).
-    with tf.Graph().as_default():
+    with seeded_graph():
         images, is_training = placeholders()
         logits = {v: model.inference(images, C, v, backbone, width or 32, is_training)
                   for v in model.VARIANTS}
@@ -45,15 +60,17 @@ def test_output_shapes_every_variant(backbone, width, sizes):
 
 
 def test_static_shape_is_kept_and_python_bool_training():
-    with tf.Graph().as_default():
+    with seeded_graph():
         logits = model.inference(tf.zeros([2, 40, 50, 3]), width=2, is_training=True)
         assert logits.shape.as_list() == [2, 40, 50, C]
         assert logits.dtype == tf.float32
+        # uint8 images straight from the file are cast.
+        assert model.inference(tf.zeros([1, 40, 50, 3], tf.uint8), width=2).shape[1:3] == [40, 50]
         # Python False builds no batch-norm update ops at all.
         n_updates = len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS))
         model.inference(tf.zeros([2, 40, 50, 3]), width=2, is_training=False)
         assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == n_updates > 0
-    with tf.Graph().as_default(), pytest.raises(ValueError, match="variant"):
+    with seeded_graph(), pytest.raises(ValueError, match="variant"):
         model.inference(tf.zeros([1, 32, 32, 3]), variant="fcn4s")
 
 
@@ -61,7 +78,7 @@ def test_static_shape_is_kept_and_python_bool_training():
 def test_bilinear_upsampling_matches_image_resize(factor):
     yy, xx = np.mgrid[0:5, 0:6].astype(np.float32)
     smooth = np.stack([np.sin(yy / 2) + 0.3 * xx, np.cos(xx / 3) * yy, 0.1 * xx * yy], -1)[None]
-    with tf.Graph().as_default():
+    with seeded_graph():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         learnable = layers.upsample_learnable(x, factor, "up")
         fixed = layers.upsample_fixed(x, factor, "fixed")
@@ -83,8 +100,7 @@ def test_bilinear_kernel_is_caffe_upsample_filt():
 
 
 def test_gradients_reach_every_trainable_variable():
-    with tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(1)
+    with seeded_graph(1):
         images, is_training = placeholders()
         labels = tf.compat.v1.placeholder(tf.int64, [None, None, None])
         logits = model.inference(images, width=4, is_training=is_training)
@@ -105,7 +121,7 @@ def test_gradients_reach_every_trainable_variable():
 
 
 def test_batch_norm_modes_and_update_ops():
-    with tf.Graph().as_default():
+    with seeded_graph():
         images, is_training = placeholders()
         logits = model.inference(images, width=2, is_training=is_training)
         update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
@@ -120,13 +136,34 @@ def test_batch_norm_modes_and_update_ops():
             np.testing.assert_array_equal(session.run(logits, feed), first)
             session.run(update_ops, {**feed, is_training: True})
             assert np.any(session.run(moving_mean) != 0.0)
-    assert len(update_ops) == 2 * 10  # mean and variance of 8 convs + fc6 + fc7
+    assert len(update_ops) == 2 * 10 + 1  # mean and variance of 8 convs + fc6 + fc7; dropout counter
+
+
+def test_dropout_masks_follow_the_checkpointed_step_counter():
+    """Masks depend on (seed, counter), so a run resumed from a checkpoint repeats none."""
+    with seeded_graph():
+        images, is_training = placeholders()
+        _, endpoints = model.inference_endpoints(images, width=2, is_training=is_training)
+        update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        counter = tf.compat.v1.get_collection(
+            tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, "fcn/dropout_counter")[0]
+        feed = {images: random_images((2, 32, 32, 3)), is_training: True}
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            first, _ = session.run([endpoints["fc7"], update_ops], feed)
+            second, _ = session.run([endpoints["fc7"], update_ops], feed)
+            assert session.run(counter) == 2
+            session.run(counter.assign(0))
+            again = session.run(endpoints["fc7"], feed)
+            session.run(update_ops, {**feed, is_training: False})
+            assert session.run(counter) == 0  # only training steps advance it
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, again)
 
 
 def test_initialisation_is_deterministic_given_the_graph_seed():
     def initial_values(seed):
-        with tf.Graph().as_default():
-            tf.compat.v1.set_random_seed(seed)
+        with seeded_graph(seed):
             model.inference(tf.zeros([1, 32, 32, 3]), width=2)
             with tf.compat.v1.Session() as session:
                 session.run(tf.compat.v1.global_variables_initializer())
@@ -137,7 +174,7 @@ def test_initialisation_is_deterministic_given_the_graph_seed():
 
 
 def test_weight_decay_covers_conv_kernels_only():
-    with tf.Graph().as_default():
+    with seeded_graph():
         model.inference(tf.zeros([1, 32, 32, 3]), width=2)
         decay = model.weight_decay_loss()
         names = [v.op.name for v in tf.compat.v1.trainable_variables()]
@@ -214,7 +251,7 @@ def keras_vgg16(tmp_path_factory):
 
 def test_vgg16_loader_reproduces_keras_activations(keras_vgg16):
     from fcn_tf1 import vgg16_weights
-    with tf.Graph().as_default():
+    with seeded_graph():
         images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         _, endpoints = model.inference_endpoints(images, backbone="vgg16")
         fc6 = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, "fcn/fc6/biases")[0]
@@ -249,7 +286,7 @@ def test_dense_kernel_reshape_matches_flatten_order():
     kernel, bias = net.layers[-1].get_weights()
     x = random_images((3, 2, 3, 4))
     expected = np.asarray(net(x))
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    with seeded_graph(), tf.compat.v1.Session() as session:
         conv = tf.nn.conv2d(x, kernel.reshape(2, 3, 4, 5), strides=1, padding="VALID") + bias
         np.testing.assert_allclose(session.run(conv)[:, 0, 0], expected, rtol=1e-5, atol=1e-5)
 
@@ -280,7 +317,7 @@ def test_vgg16_loader_rejects_mismatched_files(tmp_path):
     write_fake_vgg16(missing, missing_layer="block3_conv2")
     write_fake_vgg16(wrong, bad_layer="block4_conv1")
     not_h5.write_text("not hdf5")
-    with tf.Graph().as_default():
+    with seeded_graph():
         model.inference(tf.zeros([1, 32, 32, 3]), backbone="vgg16")
         with pytest.raises(FcnError, match=r"missing\.h5: not a Keras VGG16 weight file: layer block3_conv2 is missing"):
             vgg16_weights.vgg16_init_fn(missing)
@@ -288,7 +325,7 @@ def test_vgg16_loader_rejects_mismatched_files(tmp_path):
             vgg16_weights.vgg16_init_fn(wrong)
         with pytest.raises(FcnError, match=r"text\.h5: cannot read"):
             vgg16_weights.vgg16_init_fn(not_h5)
-    with tf.Graph().as_default():
+    with seeded_graph():
         model.inference(tf.zeros([1, 32, 32, 3]), width=2)  # compact: nothing to load into
         with pytest.raises(FcnError, match="no VGG16 variables"):
             vgg16_weights.vgg16_init_fn(wrong)
@@ -306,7 +343,7 @@ def test_vgg16_full_file_fc_layers_match_keras(tmp_path):
     probe = keras.Model(net.input, net.get_layer("fc2").output)
     expected = np.asarray(probe(keras.applications.vgg16.preprocess_input(images.copy())))
     del net, probe
-    with tf.Graph().as_default():
+    with seeded_graph():
         _, endpoints = model.inference_endpoints(tf.constant(images), backbone="vgg16")
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
