@@ -3,6 +3,7 @@
 API:
     BatchStream(path, indices, ...)     endless, augmented, deterministic, resumable batches
     iterate_batches(path, indices, ...) sequential full-resolution batches for evaluation
+    iterate_released(root, split, ...)  the same, read from the released SIFT Flow files
     augment(image, label, rng, ...)     one image's crop / flip / scale, label aligned
 
 Batch order and augmentation depend only on ``(seed, batch index)``: the image
@@ -19,6 +20,7 @@ import threading
 import numpy as np
 from PIL import Image
 
+from fcn_tf1 import siftflow
 from fcn_tf1.errors import ConfigError
 from fcn_tf1.h5data import H5Dataset
 from fcn_tf1.siftflow import VOID_LABEL
@@ -233,3 +235,19 @@ def iterate_batches(path, indices=None, batch_size=1):
             images = np.stack([data.image(i) for i in chunk]).astype(np.float32)
             labels = np.stack([data.label(i) for i in chunk]).astype(np.int64)
             yield images, labels, [data.names[i] for i in chunk]
+
+
+def iterate_released(root, split=None, names_file=None, batch_size=1):
+    """Like :func:`iterate_batches`, straight from the released SIFT Flow layout (no HDF5).
+
+    Every listed file is checked to exist first; a bad image or label map
+    raises DataError naming it.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size {batch_size}: must be >= 1")
+    names, _, files = siftflow.list_split(root, split=split, names_file=names_file)
+    for start in range(0, len(names), batch_size):
+        chunk = files[start:start + batch_size]
+        images = np.stack([siftflow.read_image(image) for image, _ in chunk]).astype(np.float32)
+        labels = np.stack([siftflow.read_label(label) for _, label in chunk]).astype(np.int64)
+        yield images, labels, names[start:start + batch_size]

@@ -4,6 +4,7 @@ Every user-facing error (``FcnError``) is printed as one line,
 ``fcn-tf1: error: <message>``, and the exit status is 2.
 """
 import argparse
+import os
 import pathlib
 import sys
 
@@ -101,6 +102,80 @@ def _run_train(args):
     return 0
 
 
+def _add_eval(subparsers):
+    p = subparsers.add_parser(
+        "eval", help="score a trained run: pixel acc., mean class acc., mean IU, f.w. IU",
+        description="Full-resolution inference of a trained run, a streaming confusion matrix "
+                    "(void pixels excluded) and the FCN paper's metrics, averaged over the classes "
+                    "present in the evaluated ground truth. Without --data/--data-dir it scores "
+                    "the run's own validation split.")
+    p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the run to evaluate")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint prefix (e.g. DIR/model.ckpt-500; default: the latest)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", type=pathlib.Path, default=None,
+                        help="HDF5 file from `fcn-tf1 prepare`: every image in it is scored")
+    source.add_argument("--data-dir", type=pathlib.Path, default=None,
+                        help="a released SIFT Flow root, read directly (with --split/--names-file)")
+    p.add_argument("--split", default=None, help="with --data-dir: ROOT/SPLIT.txt (default trainval)")
+    p.add_argument("--names-file", type=pathlib.Path, default=None,
+                   help="with --data-dir: a file of image names instead of --split")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the metrics as JSON")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args):
+    from fcn_tf1 import evaluate
+    evaluate.run_eval(args.train_dir, checkpoint=args.checkpoint, data=args.data,
+                      data_dir=args.data_dir, split=args.split, names_file=args.names_file,
+                      batch_size=args.batch_size, json_out=args.json)
+    return 0
+
+
+def _add_predict(subparsers):
+    p = subparsers.add_parser(
+        "predict", help="class maps and coloured overlays for any JPEG/PNG images",
+        description="For each image NAME: OUT/NAME.png (uint8 class map, 0..32) and "
+                    "OUT/NAME_color.png (palette over the image, legend of the classes present). "
+                    "Unreadable images are reported and skipped; the exit status is then 1.")
+    p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
+    p.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the latest)")
+    p.add_argument("--out-dir", required=True, type=pathlib.Path, help="where the PNGs go")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files, or directories of .jpg/.jpeg/.png files")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args):
+    from fcn_tf1 import predict
+    written, failures = predict.predict(args.train_dir, args.out_dir, args.inputs,
+                                        checkpoint=args.checkpoint)
+    print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
+    for failure in failures:
+        print(f"fcn-tf1: error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_export(subparsers):
+    p = subparsers.add_parser(
+        "export", help="write a SavedModel for TF2 serving",
+        description="A SavedModel loadable with tf.saved_model.load in eager TF2: signature "
+                    "serving_default, input images uint8 [N,H,W,3], outputs classes int32 "
+                    "[N,H,W] and probabilities float32 [N,H,W,33].")
+    p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
+    p.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the latest)")
+    p.add_argument("--out", required=True, type=pathlib.Path, help="new SavedModel directory")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args):
+    from fcn_tf1 import export
+    out = export.export(args.train_dir, args.out, checkpoint=args.checkpoint)
+    print(f"wrote SavedModel {out}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fcn-tf1",
@@ -109,11 +184,17 @@ def build_parser():
     subparsers.required = True
     _add_prepare(subparsers)
     _add_train(subparsers)
+    _add_eval(subparsers)
+    _add_predict(subparsers)
+    _add_export(subparsers)
     _add_compare(subparsers)
     return parser
 
 
 def main(argv=None):
+    # TensorFlow's C++ start-up chatter (CPU features, missing CUDA) is not for users; its
+    # errors still show. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,28 +1,30 @@
-"""Evaluation: full-resolution inference over an HDF5 split into a confusion matrix.
+"""Evaluation: full-resolution inference into a streaming confusion matrix, FCN metrics.
 
-``evaluate_in_session`` runs inside an open Session (the training loop's
-validation pass uses it); the FCN metrics come from ``fcn_tf1.metrics``.
+``evaluate_in_session`` scores any stream of batches inside an open Session
+(the training loop's validation pass uses it); ``run_eval`` is ``fcn-tf1
+eval``: it rebuilds a trained run from its config.json and checkpoint.
 """
 import time
 
-from fcn_tf1 import batches, metrics
+import numpy as np
+
+from fcn_tf1 import batches, h5data, metrics, rundir, siftflow, trained
+from fcn_tf1.errors import FcnError
 
 
-def evaluate_in_session(session, net, data_path, indices, batch_size, num_classes, void_label,
-                        class_names, should_stop=None, on_batch=None):
-    """Streams ``indices`` of ``data_path`` through ``net`` and scores the predictions.
+def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class_names,
+                        should_stop=None, on_batch=None):
+    """Runs every batch of ``batch_iter`` through ``net`` and scores the predictions.
 
     Args:
       session: a tf.compat.v1.Session holding trained variables.
       net: an InferenceGraph (``images`` placeholder, ``predictions`` tensor).
-      data_path: HDF5 file from ``fcn-tf1 prepare``.
-      indices: image indices to evaluate (full 256x256 images, no augmentation).
-      batch_size: images per forward pass.
+      batch_iter: yields (images float32 [B,H,W,3] 0..255, labels int64 [B,H,W], names).
       num_classes, void_label, class_names: the label space.
       should_stop: optional callable; when it returns True the pass stops early
         and the result covers the images seen so far.
-      on_batch: optional callable(images uint8-range float32 [B,H,W,3], labels
-        int64 [B,H,W], predictions [B,H,W], names) for side outputs (PNGs).
+      on_batch: optional callable(images, labels, predictions, names) for side
+        outputs (PNGs).
 
     Returns:
       dict of ``metrics.compute_metrics`` plus ``seconds`` (wall time) and
@@ -32,7 +34,7 @@ def evaluate_in_session(session, net, data_path, indices, batch_size, num_classe
     seen = 0
     forward_seconds = 0.0
     start = time.perf_counter()
-    for images, labels, names in batches.iterate_batches(data_path, indices, batch_size):
+    for images, labels, names in batch_iter:
         t0 = time.perf_counter()
         predictions = session.run(net.predictions, {net.images: images})
         forward_seconds += time.perf_counter() - t0
@@ -45,4 +47,48 @@ def evaluate_in_session(session, net, data_path, indices, batch_size, num_classe
     result = metrics.compute_metrics(confusion.matrix, class_names, num_images=seen)
     result["seconds"] = time.perf_counter() - start
     result["forward_seconds"] = forward_seconds
+    return result
+
+
+def validation_indices(dataset, val_fraction):
+    """Indices of the deterministic validation split of an open H5Dataset."""
+    if val_fraction <= 0:
+        return []
+    return dataset.indices_of(siftflow.split_train_val(dataset.names, val_fraction)[1])
+
+
+def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,
+             batch_size=8, json_out=None, log=print):
+    """``fcn-tf1 eval``: scores a trained run on a data source and prints the table.
+
+    The data source is ``data`` (all images of an HDF5 file), or ``data_dir``
+    (a released SIFT Flow root with ``split`` / ``names_file``), or, when
+    neither is given, the run's own validation split.
+    """
+    with trained.open_trained(train_dir, checkpoint) as (config, session, net, checkpoint):
+        class_names = list(siftflow.CLASS_NAMES)
+        if data_dir is not None:
+            source = f"{data_dir} ({names_file or split or 'trainval'})"
+            batch_iter = batches.iterate_released(data_dir, split, names_file, batch_size)
+        else:
+            path = data or config.data
+            with h5data.H5Dataset(path) as dataset:
+                class_names = list(dataset.class_names)
+                indices = None if data is not None else validation_indices(dataset,
+                                                                           config.val_fraction)
+            if indices == []:
+                raise FcnError(f"{train_dir}: the run has no validation split (val_fraction 0); "
+                               "give --data or --data-dir")
+            source = f"{path} ({'all images' if indices is None else 'validation split'})"
+            batch_iter = batches.iterate_batches(path, indices, batch_size)
+        log(f"evaluating {checkpoint} on {source}")
+        result = evaluate_in_session(session, net, batch_iter, config.num_classes,
+                                     config.void_label, class_names)
+    log(metrics.format_table(result))
+    log(f"{result['num_images']} images in {result['seconds']:.1f} s "
+        f"({result['forward_seconds']:.1f} s in the forward pass)")
+    if json_out is not None:
+        rundir.write_json(json_out, {k: v for k, v in result.items()
+                                     if k not in ("seconds", "forward_seconds")})
+        log(f"wrote {json_out}")
     return result

@@ -32,6 +32,8 @@ def build_inference_graph(config):
       ``predictions`` int64 [B, H, W] (argmax: prediction only, never before
       the loss), ``probabilities`` float32 [B, H, W, C].
     """
+    # a graph-level seed makes every initializer and dropout mask reproducible
+    tf1.set_random_seed(config.seed)
     images = tf1.placeholder(tf.float32, [None, None, None, 3], name="images")
     is_training = tf1.placeholder_with_default(False, [], name="is_training")
     logits = model.inference(images, num_classes=config.num_classes, variant=config.variant,
@@ -68,7 +70,6 @@ def build_training_graph(config):
     before the softmax cross-entropy op. Weight decay is added explicitly;
     batch-norm updates run with the train op.
     """
-    tf1.set_random_seed(config.seed)
     net = build_inference_graph(config)
     labels = tf1.placeholder(tf.int64, [None, None, None], name="labels")
     global_step = tf1.train.get_or_create_global_step()

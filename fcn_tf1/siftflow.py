@@ -89,6 +89,30 @@ def category_of(name):
     return str(name).split("_", 1)[0]
 
 
+def decode_image(path):
+    """Opens and fully decodes any image file Pillow reads (JPEG, PNG, ...).
+
+    Returns:
+        A loaded ``PIL.Image.Image`` (Pillow is lazy; loading now surfaces truncation here).
+
+    Raises:
+        DataError: missing file, not an image, corrupt or truncated data.
+    """
+    path = pathlib.Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an image file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (corrupt or not an image file)") from None
+    except Exception as err:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
+        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
+
+
 def read_image(path):
     """Decodes one SIFT Flow JPEG completely (truncated or corrupt data raises).
 
@@ -101,26 +125,14 @@ def read_image(path):
     Raises:
         DataError: missing, undecodable, not RGB, or not 256x256.
     """
-    path = pathlib.Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: Pillow is lazy and would hide truncation until first use
-            mode, (width, height) = image.mode, image.size
-            if mode != "RGB":
-                kind = "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else "not RGB"
-                raise DataError(f"{path}: image mode {mode} ({kind}), expected RGB")
-            if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(f"{path}: image is {width}x{height}, "
-                                f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-            return np.array(image, dtype=np.uint8)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (corrupt or not a JPEG)") from None
-    except Exception as err:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
-        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
+    image = decode_image(path)
+    mode, (width, height) = image.mode, image.size
+    if mode != "RGB":
+        kind = "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else "not RGB"
+        raise DataError(f"{path}: image mode {mode} ({kind}), expected RGB")
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{path}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return np.array(image, dtype=np.uint8)
 
 
 _KIND_NAMES = {"b": "bool", "U": "string", "S": "string", "O": "cell/struct/object",

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import batches, evaluate, graph, h5data, losses, rundir, siftflow, summaries
+from fcn_tf1 import batches, evaluate, graph, h5data, losses, rundir, summaries
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -78,11 +78,8 @@ def resolve_config(requested, train_dir, explicit=(), log=print):
 
 
 def _split(dataset, val_fraction):
-    names = dataset.names
-    if val_fraction <= 0:
-        return list(range(len(names))), []
-    train_names, val_names = siftflow.split_train_val(names, val_fraction)
-    return dataset.indices_of(train_names), dataset.indices_of(val_names)
+    val = evaluate.validation_indices(dataset, val_fraction)
+    return sorted(set(range(len(dataset))) - set(val)), val
 
 
 def _with_class_weights(config, dataset, train_indices, log):
@@ -176,7 +173,6 @@ def train(requested, train_dir, explicit=(), log=print):
 
 
 def _run(config, train_dir, class_names, train_indices, val_indices, stop, log):
-    tf.config.experimental.enable_op_determinism()
     with tf.Graph().as_default():
         net = graph.build_training_graph(config)
         session = tf1.Session()
@@ -285,8 +281,8 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
                 pngs.append((name, visualize.triptych(image.astype(np.uint8), label, prediction)))
 
     result = evaluate.evaluate_in_session(
-        session, net, config.data, val_indices, config.batch_size, config.num_classes,
-        config.void_label, class_names, should_stop=stop, on_batch=keep_pngs)
+        session, net, batches.iterate_batches(config.data, val_indices, config.batch_size),
+        config.num_classes, config.void_label, class_names, should_stop=stop, on_batch=keep_pngs)
     writer.add_summary(summaries.scalar_summary({
         "validation/pixel_accuracy": result["pixel_accuracy"],
         "validation/mean_accuracy": result["mean_accuracy"],

@@ -1,0 +1,101 @@
+"""eval, predict and export on a checkpoint of a short real training run."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from fcn_tf1 import batches, cli, config as config_lib, trained, train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, default_data):
+    train_dir = tmp_path_factory.mktemp("run")
+    cfg = config_lib.RunConfig(data=str(default_data), width=4, crop_size=64, batch_size=4,
+                               max_steps=6, save_every_steps=0, save_every_secs=0,
+                               log_every_steps=0, image_summary_every_steps=0,
+                               num_prediction_pngs=0)
+    train.train(cfg, train_dir, log=lambda *a: None)
+    return train_dir
+
+
+def test_eval_json_on_a_checkpoint(trained_run, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(out),
+                     "--batch-size", "3"]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"pixel_accuracy", "mean_accuracy", "mean_iou",
+                            "frequency_weighted_iou", "num_images", "classes_evaluated",
+                            "per_class", "confusion_matrix"}
+    assert metrics["num_images"] == 8  # the sample's validation split
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (33, 33)
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["pixel_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert "pixel accuracy" in capsys.readouterr().out
+
+
+def test_eval_from_released_files_matches_hdf5(trained_run, siftflow_root, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    val_list = pathlib.Path(__file__).resolve().parents[1] / "data" / "siftflow_sample_val.txt"
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(a)]) == 0
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(b), "--data-dir",
+                     str(siftflow_root), "--names-file", str(val_list)]) == 0
+    assert json.loads(a.read_text())["confusion_matrix"] == \
+        json.loads(b.read_text())["confusion_matrix"]
+
+
+def test_eval_errors_are_one_line(trained_run, tmp_path, capsys):
+    assert cli.main(["eval", "--train-dir", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--checkpoint",
+                     str(tmp_path / "nope")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_predict_writes_pngs_of_the_input_size(trained_run, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (250, 333, 3), dtype=np.uint8)).save(inputs / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (40, 60), dtype=np.uint8)).save(inputs / "gray.jpg")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    status = cli.main(["predict", "--train-dir", str(trained_run), "--out-dir", str(out),
+                       str(inputs)])
+    err = capsys.readouterr().err
+    assert status == 1 and "broken.jpg" in err
+    classes = np.array(Image.open(out / "odd.png"))
+    assert classes.shape == (250, 333) and classes.dtype == np.uint8 and classes.max() <= 32
+    assert np.array(Image.open(out / "gray.png")).shape == (40, 60)
+    color = Image.open(out / "odd_color.png")
+    assert color.mode == "RGB" and color.height >= 250 and color.width >= 333
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gray.png", "gray_color.png", "odd.png", "odd_color.png"]
+
+
+def test_predict_output_names_stay_inside_out_dir(tmp_path):
+    from fcn_tf1 import predict
+    stems = predict.output_stems(["../../etc/passwd.png", "a/x.png", "b/x.png", ".hidden.png"])
+    assert stems == ["passwd", "x", "x_2", "hidden"]
+    assert all("/" not in s and not s.startswith(".") for s in stems)
+
+
+def test_export_equals_session_predictions(trained_run, default_data, tmp_path):
+    export_dir = tmp_path / "saved"
+    assert cli.main(["export", "--train-dir", str(trained_run), "--out", str(export_dir)]) == 0
+    images, _, _ = next(batches.iterate_batches(default_data, [0, 5, 9], 3))
+    odd = images[:, :200, :250]  # any size, not a multiple of 32
+    with trained.open_trained(trained_run) as (_, session, net, _):
+        expected = session.run(net.predictions, {net.images: odd})
+        expected_prob = session.run(net.probabilities, {net.images: odd})
+    loaded = tf.saved_model.load(str(export_dir))  # eager TF2, no compat.v1
+    out = loaded.signatures["serving_default"](images=tf.constant(odd.astype(np.uint8)))
+    assert out["classes"].dtype == tf.int32 and out["classes"].shape == (3, 200, 250)
+    assert out["probabilities"].shape == (3, 200, 250, 33)
+    np.testing.assert_array_equal(out["classes"].numpy(), expected)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected_prob, atol=1e-5)
+    assert cli.main(["export", "--train-dir", str(trained_run), "--out", str(export_dir)]) == 2
