@@ -83,7 +83,7 @@ class RunConfig:
     step_size: int = 1000
     step_gamma: float = 0.1
     weight_decay: float = 5e-4
-    max_steps: int = 300
+    max_steps: int = 500  # python run_train.py: about 2-3 minutes on 2 CPU cores
     # bookkeeping
     save_every_steps: int = 100
     save_every_secs: float = 600.0

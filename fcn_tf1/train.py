@@ -236,7 +236,12 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                            and next_step % config.image_summary_every_steps == 0)
             if want_images:
                 fetches["predictions"] = net.predictions
-            out = session.run(fetches, feed)
+            try:
+                out = session.run(fetches, feed)
+            except tf.errors.InvalidArgumentError as err:  # e.g. the loss's label assertion
+                first_line = str(err.message).strip().splitlines()[0]
+                raise FcnError(f"{config.data}: training step {next_step} failed: "
+                               f"{first_line[:300]}") from None
             if not (math.isfinite(out["loss"]) and math.isfinite(out["total"])):
                 raise TrainingDiverged(
                     f"loss is {out['loss']} (total {out['total']}) at step {next_step}: training "
@@ -259,7 +264,10 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                 log(f"step {step}/{config.max_steps}  loss {out['loss']:.4f}  "
                     f"acc {out['acc']:.3f}  lr {out['lr']:.2e}  "
                     f"{config.batch_size / step_s:.1f} img/s  data {100 * data_s / step_s:.0f}%  "
-                    f"eta {_format_eta(step_s * (config.max_steps - step))}")
+                    + (f"eta {_format_eta(step_s * (config.max_steps - step))}"
+                       if step > start_step + 1 else "(warm-up step)"))
+            if step == start_step + 1:
+                window = []  # the first step builds and tunes kernels: not typical of the rest
             saver.maybe_save(step)
             if (config.eval_every_steps and val_indices and step % config.eval_every_steps == 0
                     and step < config.max_steps):
