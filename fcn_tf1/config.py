@@ -75,8 +75,8 @@ class RunConfig:
     scale_jitter: Optional[Tuple[float, float]] = None
     seed: int = 0
     # optimisation
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    optimizer: str = "momentum"
+    learning_rate: float = 0.01
     momentum: float = 0.9
     lr_schedule: str = "poly"
     poly_power: float = 0.9

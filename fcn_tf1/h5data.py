@@ -265,10 +265,23 @@ class H5Dataset:
 
     def label_counts(self, indices=None):
         """Pixels per class over ``indices`` (default all), void excluded: int64 [num_classes]."""
+        return self.label_statistics(indices)[0]
+
+    def label_statistics(self, indices=None):
+        """Class statistics for class balancing, read one label map at a time.
+
+        Returns:
+            (counts, presence_pixels): int64 [num_classes] each; ``counts[c]`` =
+            pixels of class c; ``presence_pixels[c]`` = non-void pixels of the
+            images in which c occurs (Eigen & Fergus' median-frequency denominator).
+        """
         counts = np.zeros(self.num_classes, np.int64)
+        presence_pixels = np.zeros(self.num_classes, np.int64)
         for i in range(len(self)) if indices is None else indices:
-            counts += np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
-        return counts
+            per_class = np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
+            counts += per_class
+            presence_pixels[per_class > 0] += per_class.sum()
+        return counts, presence_pixels
 
     def indices_of(self, names):
         """Positions of ``names`` in the file, as a list of int; DataError for unknown names."""

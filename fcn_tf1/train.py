@@ -85,8 +85,8 @@ def _split(dataset, val_fraction):
 def _with_class_weights(config, dataset, train_indices, log):
     if config.class_weighting != "median_frequency" or config.class_weights is not None:
         return config
-    counts = dataset.label_counts(train_indices)
-    weights = losses.median_frequency_weights(counts)
+    counts, presence_pixels = dataset.label_statistics(train_indices)
+    weights = losses.median_frequency_weights(counts, presence_pixels)
     log("class weights (median frequency): " + " ".join(f"{w:.2f}" for w in weights))
     return config.replace(class_weights=tuple(float(w) for w in weights))
 

@@ -243,3 +243,25 @@ def test_embedded_sample(default_data):
     listed = [(default_data.parent / f"siftflow_sample_{part}.txt").read_text().split()
               for part in ("train", "val")]
     assert listed == [train, val] and len(val) == 8
+
+
+def test_label_statistics_for_median_frequency(tmp_path):
+    import h5py
+    path = tmp_path / "stats.h5"
+    labels = np.full((2, 4, 4), 255, np.uint8)
+    labels[0, :2] = 0       # image 0: 8 px of class 0, 8 void
+    labels[1, :] = 1        # image 1: 12 px of class 1, 4 px of class 0
+    labels[1, 0] = 0
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((2, 4, 4, 3), np.uint8)
+        f["labels"] = labels
+        f["names"] = np.array([b"coast_a", b"forest_b"], dtype=h5py.string_dtype())
+        f.attrs["class_names"] = np.array(siftflow.CLASS_NAMES, dtype=h5py.string_dtype())
+        f.attrs["num_classes"] = 33
+        f.attrs["void_label"] = 255
+        f.attrs["source_split"] = "test"
+    with h5data.H5Dataset(path) as data:
+        counts, presence = data.label_statistics()
+        assert counts[:3].tolist() == [12, 12, 0]
+        assert presence[:3].tolist() == [8 + 16, 16, 0]
+        assert data.label_counts([1])[:2].tolist() == [4, 12]

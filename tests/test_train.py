@@ -197,3 +197,17 @@ def test_unwritable_train_dir_is_refused(default_data, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(FcnError, match="not writable"):
         train.train(tiny_config(default_data), blocker / "run", log=quiet)
+
+
+def test_median_frequency_weights_are_computed_once_and_saved(default_data, tmp_path):
+    cfg = tiny_config(default_data, max_steps=1, class_weighting="median_frequency",
+                      image_summary_every_steps=0)
+    result = train.train(cfg, tmp_path, log=quiet)
+    weights = np.array(config_lib.load(tmp_path).class_weights)
+    assert weights.shape == (33,) and result["config"].class_weights == tuple(weights)
+    with h5data.H5Dataset(default_data) as data:
+        counts = data.label_counts()
+    absent = counts == 0
+    assert np.all(weights[absent] == 0) and np.all(weights[~absent] > 0)
+    assert np.isclose(np.median(weights[counts > 0]), 1.0, atol=0.5)
+    assert np.isfinite(result["losses"]).all()
