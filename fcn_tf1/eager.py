@@ -1,0 +1,125 @@
+"""The trained FCN's forward pass in plain TensorFlow 2 (eager or tf.function), no compat.v1.
+
+    load_weights(checkpoint)                     -> {checkpoint name: tf.Variable}
+    forward(weights, images, variant='fcn8s')    -> logits float32 [B, H, W, C]
+    EagerFCN(checkpoint, variant='fcn8s')        a tf.Module; model(images) runs a tf.function
+    EagerFCN.from_run(train_dir, checkpoint=None)   the architecture read from config.json
+
+The way off ``tf.compat.v1`` for a model trained by this package. A TF1 Saver
+checkpoint is name-based: ``tf.train.load_checkpoint`` reads it without any
+graph, by the variable names model.py creates (``fcn/conv1_1/weights``,
+``fcn/conv1_1/gamma`` .. ``moving_variance``, ``fcn/score_fr/biases``,
+``fcn/upscore2/weights``, ...; optimizer slots and ``fcn/dropout_counter`` are
+left out). The computation is ``model.inference(..., is_training=False)``'s:
+the same preprocessing and padding to a multiple of 32 (model.py), pooling and
+bilinear transposed-convolution upsampling (layers.py), batch norm with its
+moving averages, no dropout. Both backbones and all three variants; the
+backbone and the number of classes follow from the weights themselves.
+tests/test_tf2_native.py shows the logits equal the graph model's.
+"""
+import tensorflow as tf
+
+from fcn_tf1 import config as config_lib
+from fcn_tf1 import layers, model, trained
+
+SCOPE = "fcn/"
+# the last part of every variable name inference() reads at inference time
+MODEL_VARIABLES = ("weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
+FINAL_FACTOR = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+
+
+def load_weights(checkpoint):
+    """The model's variables from a name-based (tf.compat.v1.train.Saver) checkpoint.
+
+    Args:
+        checkpoint: checkpoint prefix, e.g. ``runs/default/model.ckpt-500``.
+
+    Returns:
+        dict {name: tf.Variable}, names as in the checkpoint (``fcn/conv1_1/weights``).
+    """
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    names = sorted(name for name in reader.get_variable_to_shape_map()
+                   if name.startswith(SCOPE) and name.rsplit("/", 1)[-1] in MODEL_VARIABLES)
+    if not names:
+        raise ValueError(f"{checkpoint}: no fcn/ model variables in this checkpoint")
+    return {name: tf.Variable(reader.get_tensor(name), name=name.replace("/", "."))
+            for name in names}
+
+
+def _layer(weights, x, name):
+    """Convolution ``name`` with its bias, or with batch norm when it has one (compact)."""
+    y = tf.nn.conv2d(x, weights[f"{SCOPE}{name}/weights"], strides=1, padding="SAME")
+    if f"{SCOPE}{name}/biases" in weights:
+        y = tf.nn.bias_add(y, weights[f"{SCOPE}{name}/biases"])
+    if f"{SCOPE}{name}/gamma" in weights:
+        y = tf.nn.batch_normalization(
+            y, weights[f"{SCOPE}{name}/moving_mean"], weights[f"{SCOPE}{name}/moving_variance"],
+            offset=weights[f"{SCOPE}{name}/beta"], scale=weights[f"{SCOPE}{name}/gamma"],
+            variance_epsilon=layers.BN_EPSILON)
+    return y
+
+
+def _upsample_2x(weights, x, name):
+    """The learned 2x upsampling ``name`` (upscore2, upscore_pool4)."""
+    return layers._transpose_conv_upsample(x, weights[f"{SCOPE}{name}/weights"], 2, x.shape[-1])
+
+
+def forward(weights, images, variant="fcn8s"):
+    """Unscaled logits of the FCN whose variables are ``weights``; runs eagerly or traced.
+
+    Args:
+        weights: dict from :func:`load_weights`.
+        images: [B, H, W, 3] raw RGB 0..255 (any real dtype; any H, W).
+        variant: 'fcn32s', 'fcn16s' or 'fcn8s', as the run was trained.
+
+    Returns:
+        float32 [B, H, W, num_classes], equal to ``model.inference(..., is_training=False)``.
+    """
+    if variant not in FINAL_FACTOR:
+        raise ValueError(f"variant must be one of {tuple(FINAL_FACTOR)}, got {variant!r}")
+    backbone = "compact" if f"{SCOPE}conv1_1/gamma" in weights else "vgg16"
+    convs_per_stage = (model.COMPACT_CONVS_PER_STAGE if backbone == "compact"
+                       else [len(stage) for stage in model.VGG16_STAGES])
+    x, height, width = model._pad_to_stride(
+        model._preprocess(tf.cast(images, tf.float32), backbone))
+    pools = {}
+    for stage, convs in enumerate(convs_per_stage, start=1):
+        for index in range(1, convs + 1):
+            x = tf.nn.relu(_layer(weights, x, f"conv{stage}_{index}"))
+        x = pools[stage] = layers.max_pool(x, f"pool{stage}")
+    x = tf.nn.relu(_layer(weights, x, "fc6"))  # dropout: identity at inference
+    x = tf.nn.relu(_layer(weights, x, "fc7"))
+    score = _layer(weights, x, "score_fr")
+    if variant != "fcn32s":
+        score = _upsample_2x(weights, score, "upscore2") + _layer(weights, pools[4], "score_pool4")
+    if variant == "fcn8s":
+        score = (_upsample_2x(weights, score, "upscore_pool4")
+                 + _layer(weights, pools[3], "score_pool3"))
+    upscore = layers.upsample_fixed(score, FINAL_FACTOR[variant], "upscore")
+    return upscore[:, :height, :width, :]
+
+
+class EagerFCN(tf.Module):
+    """A trained run as a TF2 module: ``EagerFCN(...)(images)`` -> logits (a tf.function).
+
+    Args:
+        checkpoint: checkpoint prefix of a run trained by this package.
+        variant: the run's FCN variant ('fcn8s', 'fcn16s', 'fcn32s').
+    """
+
+    def __init__(self, checkpoint, variant="fcn8s"):
+        super().__init__(name="eager_fcn")
+        self.variant = variant
+        self.weights = load_weights(checkpoint)
+        self.num_classes = int(self.weights[f"{SCOPE}score_fr/weights"].shape[-1])
+
+    @classmethod
+    def from_run(cls, train_dir, checkpoint=None):
+        """The run in ``train_dir`` (its config.json, its latest or the given checkpoint)."""
+        config = config_lib.load(train_dir)
+        return cls(trained.find_checkpoint(train_dir, checkpoint), variant=config.variant)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, images):
+        """float32 [B, H, W, 3] RGB 0..255 -> float32 logits [B, H, W, num_classes]."""
+        return forward(self.weights, images, self.variant)
