@@ -94,12 +94,77 @@ def _add_train(subparsers):
 
 
 def _run_train(args):
-    from fcn_tf1 import train, train_args
+    from fcn_tf1 import cluster, distributed, train, train_args
+    from fcn_tf1.errors import ConfigError
+    # --cluster FILE or TF_CONFIG: one task of a cluster; a ps task needs no data
+    task = cluster.resolve_task(getattr(args, "cluster", None), getattr(args, "job_name", None),
+                                    getattr(args, "task_index", None))
+    towers, sync = getattr(args, "towers", None) or 1, getattr(args, "sync", None)
+    if task is not None and task.job_name == "ps":
+        distributed.serve(task)
+        return 0
     train_args.resolve_data(args)
     train_args.resolve_epochs(args)
     config, explicit = train_args.config_from_args(args)
-    train.train(config, args.train_dir, explicit=explicit)
+    if task is not None:
+        if towers != 1:
+            raise ConfigError("--towers: one tower per cluster task (start one worker per device)")
+        distributed.run_task(config, args.train_dir, task, explicit, sync=sync is not False)
+    elif sync is not None:
+        raise ConfigError("--sync/--async: need a cluster (--cluster FILE or TF_CONFIG)")
+    elif towers != 1:
+        from fcn_tf1 import towers as towers_lib
+        towers_lib.train_with_towers(config, args.train_dir, towers, explicit=explicit)
+    else:
+        train.train(config, args.train_dir, explicit=explicit)
     return 0
+
+
+CLUSTER_LOCAL_OPTIONS = ("workers", "ps", "grace_secs", "timeout_secs")
+
+
+def _add_cluster_local(subparsers):
+    from fcn_tf1 import train_args
+    p = subparsers.add_parser(
+        "cluster-local", help="distributed training with every task on this machine",
+        description="Start a TensorFlow cluster of --workers worker and --ps ps tasks on free "
+                    "127.0.0.1 ports, each `fcn-tf1 train` with the given training options and "
+                    "its own TF_CONFIG (worker 0 is the chief: it writes the run directory), "
+                    "stream their output prefixed by the task, stop the ps tasks when the "
+                    "workers are done. Ctrl-C/SIGTERM stops every task (the chief saves first); "
+                    "the exit status is non-zero when a worker failed.")
+    launcher = p.add_argument_group("cluster")
+    launcher.add_argument("--workers", type=int, default=2, help="worker tasks (default 2)")
+    launcher.add_argument("--ps", type=int, default=1, help="parameter-server tasks (default 1)")
+    launcher.add_argument("--grace-secs", type=float, default=30.0,
+                          help="time a task gets to stop after SIGTERM before it is killed "
+                               "(default 30)")
+    launcher.add_argument("--timeout-secs", type=float, default=None,
+                          help="stop the whole run after this long (exit status 124)")
+    train_args.add_arguments(p)
+    p.set_defaults(func=_run_cluster_local, train_actions=[
+        a for a in p._actions if a.dest not in CLUSTER_LOCAL_OPTIONS + ("help",)])
+
+
+def _run_cluster_local(args):
+    from fcn_tf1 import cluster_local, train_args
+    from fcn_tf1.errors import ConfigError
+    if args.cluster is not None or args.job_name is not None or args.task_index is not None:
+        raise ConfigError("cluster-local: --cluster/--job-name/--task-index are chosen by the "
+                          "launcher; drop them")
+    if (args.towers or 1) != 1:
+        raise ConfigError("--towers: one tower per cluster task (start one worker per device)")
+    if args.workers < 1 or args.ps < 1:
+        raise ConfigError(f"--workers {args.workers} --ps {args.ps}: need at least one of each")
+    # prepare the data (and turn --epochs into steps) once, not in every task
+    train_args.resolve_data(args)
+    train_args.resolve_epochs(args)
+    args.data_dir, args.epochs = None, None
+    words = cluster_local.train_words(args, args.train_actions)
+    result = cluster_local.launch(words, workers=args.workers, ps=args.ps,
+                                  grace_secs=args.grace_secs, timeout_secs=args.timeout_secs,
+                                  log=lambda line: print(line, flush=True))
+    return result.exit_code
 
 
 def _add_eval(subparsers):
@@ -184,6 +249,7 @@ def build_parser():
     subparsers.required = True
     _add_prepare(subparsers)
     _add_train(subparsers)
+    _add_cluster_local(subparsers)
     _add_eval(subparsers)
     _add_predict(subparsers)
     _add_export(subparsers)

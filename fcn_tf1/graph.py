@@ -4,6 +4,8 @@
 ``build_training_graph(config)`` adds the loss, weight decay, the learning-rate
 schedule, the optimizer and the summaries. Both must be called inside a
 ``tf.Graph().as_default()`` block; both return plain namedtuples of tensors.
+``learning_rate_schedule`` and ``make_optimizer`` are shared with the
+multi-tower graph (towers.py).
 """
 import collections
 
@@ -55,13 +57,14 @@ def learning_rate_schedule(config, global_step):
     return tf.constant(config.learning_rate, tf.float32)
 
 
-def _optimizer(config, learning_rate):
+def make_optimizer(config, learning_rate):
+    """The ``tf.compat.v1.train`` optimizer of ``config`` (momentum or Adam)."""
     if config.optimizer == "momentum":
         return tf1.train.MomentumOptimizer(learning_rate, config.momentum)
     return tf1.train.AdamOptimizer(learning_rate)
 
 
-def build_training_graph(config):
+def build_training_graph(config, wrap_optimizer=None):
     """The whole training graph of the design.
 
     Labels come from an int64 placeholder [None, None, None] (0..C-1, void =
@@ -69,6 +72,15 @@ def build_training_graph(config):
     [-1] (or not, for ``loss_variant='reshape_free'``) and masks void pixels
     before the softmax cross-entropy op. Weight decay is added explicitly;
     batch-norm updates run with the train op.
+
+    Args:
+      config: the RunConfig.
+      wrap_optimizer: optional callable(optimizer) -> optimizer, e.g. one that
+        returns a ``tf.compat.v1.train.SyncReplicasOptimizer`` around it
+        (distributed.py). The ``UPDATE_OPS`` (batch norm, dropout counter) are
+        then grouped with its train op instead of being control dependencies
+        of it: a wrapper may apply the update elsewhere (SyncReplicasOptimizer
+        applies it in the chief's queue runner, which feeds no batch).
     """
     net = build_inference_graph(config)
     labels = tf1.placeholder(tf.int64, [None, None, None], name="labels")
@@ -88,9 +100,14 @@ def build_training_graph(config):
                                            tf.reduce_sum(tf.cast(valid, tf.float32)))
 
     learning_rate = learning_rate_schedule(config, global_step)
-    optimizer = _optimizer(config, learning_rate)
-    with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(total_loss, global_step=global_step)
+    optimizer = make_optimizer(config, learning_rate)
+    update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+    if wrap_optimizer is None:
+        with tf.control_dependencies(update_ops):
+            train_op = optimizer.minimize(total_loss, global_step=global_step)
+    else:
+        train_op = tf.group(wrap_optimizer(optimizer).minimize(total_loss, global_step=global_step),
+                            *update_ops, name="train_op")
 
     summary_op = tf1.summary.merge([
         tf1.summary.scalar("loss/data", data_loss),

@@ -132,6 +132,28 @@ def add_arguments(parser):
                        help="median_frequency: class-balanced loss with weights computed from the "
                             f"training images (default {D.class_weighting})")
 
+    dist = parser.add_argument_group(
+        "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "
+        "cluster of chief/worker/ps tasks, from --cluster or the TF_CONFIG environment "
+        "variable), or several towers on one machine's devices")
+    dist.add_argument("--cluster", type=pathlib.Path, default=None,
+                      help='JSON file {"cluster": {"chief": [...], "worker": ["host:port", ...], '
+                           '"ps": [...]}}; without it TF_CONFIG is used when set')
+    dist.add_argument("--job-name", choices=("chief", "worker", "ps"), default=None,
+                      help="this process's job in the cluster (overrides TF_CONFIG's task.type)")
+    dist.add_argument("--task-index", type=int, default=None,
+                      help="this process's index in its job (default 0)")
+    sync = dist.add_mutually_exclusive_group()
+    sync.add_argument("--sync", dest="sync", action="store_const", const=True, default=None,
+                      help="average the gradients of all replicas into one update per global "
+                           "step (SyncReplicasOptimizer; the default)")
+    sync.add_argument("--async", dest="sync", action="store_const", const=False,
+                      help="apply every replica's gradients as they come")
+    dist.add_argument("--towers", type=int, default=None,
+                      help="in-graph replication on this machine: split each batch over N "
+                           "towers, one per GPU (or per virtual CPU device without GPUs), and "
+                           "apply the averaged gradients once (default 1)")
+
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
 

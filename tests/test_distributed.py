@@ -1,0 +1,264 @@
+"""Distributed training: cluster parsing, the local launcher, a real 1 ps + 2 worker cluster
+on 127.0.0.1, and the in-graph multi-tower graph.
+
+The cluster test runs real processes on TensorFlow's gRPC runtime exactly as a
+user does (``fcn-tf1 cluster-local``), with a time limit on every wait, and
+checks that nothing is left behind (processes, ports).
+"""
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcn_tf1 import cli, cluster, cluster_local, h5data, losses, model, towers
+from fcn_tf1 import config as config_lib
+from fcn_tf1.errors import ConfigError
+
+tf1 = tf.compat.v1
+TINY = ["--width", "4", "--crop-size", "64", "--batch-size", "2", "--num-prediction-pngs", "1"]
+CLUSTER = {"chief": ["h0:2222"], "worker": ["h1:2222", "h2:2222"], "ps": ["h3:2222"]}
+
+
+def test_tasks_from_tf_config_and_cluster_file(tmp_path):
+    task = cluster.task_from_tf_config(
+        json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}}))
+    assert task.replicas == [("chief", 0), ("worker", 0), ("worker", 1)]
+    assert (task.replica_index, task.num_replicas, task.is_chief) == (2, 3, False)
+    assert task.device == "/job:worker/task:1" and task.address == "h2:2222"
+    chief = cluster.task_from_tf_config(json.dumps({"cluster": CLUSTER,
+                                                        "task": {"type": "chief"}}))
+    assert chief.is_chief and chief.replica_index == 0
+    # without a chief job, worker 0 is the chief (the TF1 convention)
+    no_chief = {"worker": ["a:1", "b:2"], "ps": ["c:3"]}
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"cluster": no_chief}))
+    assert cluster.task_from_file(path, "worker", 0).is_chief
+    ps = cluster.resolve_task(path, "ps", None, environ={})
+    assert ps.job_name == "ps" and ps.replica_index is None
+    # --cluster wins over TF_CONFIG; TF_CONFIG alone is used; neither: single process
+    env = {"TF_CONFIG": json.dumps({"cluster": CLUSTER, "task": {"type": "ps", "index": 0}})}
+    assert cluster.resolve_task(path, "worker", 1, environ=env).address == "b:2"
+    assert cluster.resolve_task(environ=env).job_name == "ps"
+    assert cluster.resolve_task(environ={}) is None
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "not valid JSON"),
+    ('{"task": {"type": "worker"}}', "'cluster' entry"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}', "at least one 'ps'"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["a:1"]}, "task": {"type": "ps"}}', "appears twice"),
+    ('{"cluster": {"worker": ["a"], "ps": ["b:2"]}, "task": {"type": "ps"}}', "host:port"),
+    ('{"cluster": {"evaluator": ["a:1"], "ps": ["b:2"]}}', "unsupported jobs evaluator"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 1}}',
+     "task index 1 out of range"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}}', "no task type"),
+])
+def test_bad_cluster_descriptions_are_one_line_errors(tf_config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cluster.resolve_task(environ={"TF_CONFIG": tf_config})
+
+
+def test_cluster_local_forwards_the_training_options():
+    parser = cli.build_parser()
+    args = parser.parse_args(["cluster-local", "--workers", "3", "--width", "4", "--no-flip",
+                              "--scale-jitter", "0.75,1.25", "--async", "--lr", "0.02"])
+    words = cluster_local.train_words(args, args.train_actions)
+    assert "--workers" not in words
+    again = parser.parse_args(["train"] + words)
+    for name in ("width", "flip", "scale_jitter", "sync", "learning_rate"):
+        assert getattr(again, name) == getattr(args, name), name
+    assert again.sync is False and again.flip is False
+
+
+# A stand-in task for the launcher tests: no TensorFlow, behaviour chosen by TF_CONFIG.
+FAKE_TASK = r"""
+import json, os, signal, sys, time
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+name = f"{task['type']}:{task['index']}"
+mode = sys.argv[1]
+if mode == "stubborn" and name == "worker:0":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # must be killed after the grace period
+print(f"hello from {name}", flush=True)
+if mode in ("fail", "stubborn") and name == "worker:1":
+    time.sleep(1.0 if mode == "stubborn" else 0.0)  # worker 0 ignores SIGTERM by then
+    sys.exit(3)
+if mode == "ok" and task["type"] == "worker":
+    sys.exit(0)
+time.sleep(600)
+"""
+
+
+def _gone(pid):
+    return not pathlib.Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.parametrize("mode, expected", [("ok", 0), ("fail", 3), ("stubborn", 3)])
+def test_launcher_stops_every_task_in_order(mode, expected):
+    """Workers done: ps stopped. A worker fails: the others are stopped, status non-zero."""
+    lines = []
+    result = cluster_local.launch(
+        [mode], workers=2, ps=1, grace_secs=1.0, timeout_secs=60, log=lines.append,
+        command=[sys.executable, "-c", FAKE_TASK])
+    assert result.exit_code == expected, lines
+    assert "[worker:1] hello from worker:1" in lines and "[ps:0] hello from ps:0" in lines
+    assert result.seconds < 30
+    assert all(_gone(pid) for pid in result.pids.values())
+    if mode == "stubborn":
+        assert any("worker:0 did not stop" in line and "killed" in line for line in lines)
+        assert result.returncodes["worker:0"] == -signal.SIGKILL
+
+
+def test_launcher_is_stopped_by_sigterm():
+    lines = []
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        result = cluster_local.launch(["forever"], workers=2, ps=1, grace_secs=5,
+                                      timeout_secs=60, log=lines.append,
+                                      command=[sys.executable, "-c", FAKE_TASK])
+    finally:
+        timer.cancel()
+    assert result.exit_code == cluster_local.EXIT_INTERRUPTED
+    assert result.reason == "stopped by SIGTERM" and result.seconds < 30
+    assert all(_gone(pid) for pid in result.pids.values())
+
+
+def _port_is_free(address):
+    host, port = address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # the gRPC servers listen on every interface
+            sock.bind(("0.0.0.0", int(port)))
+        except OSError:
+            return False
+    return True
+
+
+STEP_LINE = re.compile(r"^\[(worker:\d)\] step (\d+)/\d+  loss ([0-9.]+)")
+DONE_LINE = re.compile(r"^\[(worker:\d)\] worker:\d done: (\d+) local steps, global step (\d+)")
+
+
+def test_one_ps_two_workers_on_localhost(tmp_path):
+    """1 ps + 2 workers as separate processes, synchronous updates, a few real steps.
+
+    With SyncReplicasOptimizer the global step advances once per 2 aggregated
+    gradients: the workers' local steps add up to at least twice the global
+    step (a gradient that arrives stale is dropped, so a little more).
+    """
+    max_steps = 8
+    train_dir = tmp_path / "run"
+    lines = []
+    result = cluster_local.launch(
+        TINY + ["--max-steps", str(max_steps), "--train-dir", str(train_dir),
+                "--log-every-steps", "1", "--lr-schedule", "constant", "--summary-every-steps",
+                "4"], workers=2, ps=1, grace_secs=20, timeout_secs=240, log=lines.append)
+    log = "\n".join(lines)
+    assert result.exit_code == 0, log[-4000:]
+    assert set(result.returncodes.values()) == {0}, result.returncodes
+
+    steps = [(m[1], int(m[2]), float(m[3])) for m in map(STEP_LINE.match, lines) if m]
+    done = {m[1]: (int(m[2]), int(m[3])) for m in map(DONE_LINE.match, lines) if m}
+    assert {w for w, _, _ in steps} == {"worker:0", "worker:1"}, "both workers must train"
+    assert set(done) == {"worker:0", "worker:1"}
+    assert all(global_step == max_steps for _, global_step in done.values()), done
+    local_steps = sum(local for local, _ in done.values())
+    assert 2 * max_steps <= local_steps <= 3 * max_steps, done
+    # loss: finite everywhere and lower at the end (constant lr, 16 real batches)
+    values = [loss for _, _, loss in sorted(steps, key=lambda s: s[1])]
+    assert np.all(np.isfinite(values))
+    assert np.mean(values[-4:]) < np.mean(values[:4]), values
+
+    # the chief alone wrote the run: config, checkpoints, summaries, final validation
+    assert tf.train.latest_checkpoint(str(train_dir)).endswith(f"model.ckpt-{max_steps}")
+    assert config_lib.load(train_dir).max_steps == max_steps
+    assert list(train_dir.glob("events.out.tfevents.*"))
+    assert json.loads((train_dir / "metrics.json").read_text())["step"] == max_steps
+    assert not (train_dir / ".lock").exists()
+    # ... and single-process eval rebuilds the graph and restores it by variable name
+    assert cli.main(["eval", "--train-dir", str(train_dir)]) == 0
+
+    # nothing left behind
+    assert all(_gone(pid) for pid in result.pids.values()), result.pids
+    addresses = [a for hosts in result.cluster.values() for a in hosts]
+    assert all(_port_is_free(a) for a in addresses), addresses
+
+
+def _real_batch(path, count, size):
+    with h5data.H5Dataset(path) as data:
+        images = np.stack([data.image(i) for i in range(count)]).astype(np.float32)
+        labels = np.stack([data.label(i) for i in range(count)]).astype(np.int64)
+    return images[:, :size, :size], labels[:, :size, :size]
+
+
+def test_towers_give_the_gradient_of_the_whole_batch(default_data):
+    """Two towers on two virtual CPUs: the combined gradient is that of one tower on the batch.
+
+    Why the comparison is made in inference mode (``is_training`` False): in
+    training mode each tower's batch norm normalises with the statistics of its
+    own half of the batch, which is a different function of the weights than
+    normalising with the statistics of the whole batch, so the gradients differ
+    by design (as in every multi-tower setup). With the moving averages batch
+    norm is the same fixed affine map in both graphs, and dropout is off, so
+    the only difference left is the combination of the tower gradients. Most
+    of the pixels of image 0 are made void, so the towers have very different
+    numbers of valid pixels: a plain average of their gradients would be wrong,
+    the valid-pixel weighting must make it exact (up to float32 summation
+    order: relative tolerance 1e-5). The weights are perturbed first so that
+    the zero-initialised score layers do not hide anything. Class weights are
+    on, since they change the per-tower denominators too.
+    """
+    images, labels = _real_batch(default_data, 4, 64)
+    labels[0, :48] = 255
+    class_weights = tuple(float(w) for w in np.linspace(0.5, 2.0, 33))
+    cfg = config_lib.RunConfig(data=str(default_data), width=4, crop_size=64, batch_size=4,
+                               class_weighting="median_frequency", class_weights=class_weights)
+    with tf.Graph().as_default():
+        devices, session_config = towers.tower_devices(2)
+        net = towers.build_multi_tower_training_graph(cfg, devices)
+        # the reference: one forward pass on the whole batch, sharing the same variables
+        logits = model.inference(net.images, num_classes=33, variant=cfg.variant,
+                                 backbone=cfg.backbone, width=cfg.width, is_training=False)
+        reference_loss = (losses.loss(logits, net.labels, class_weights=list(class_weights))
+                          + cfg.weight_decay * model.weight_decay_loss())
+        variables = [v for _, v in net.grads_and_vars]
+        reference_grads = tf.gradients(reference_loss, variables)
+        counter = [v for v in tf1.global_variables() if v.op.name == "fcn/dropout_counter"][0]
+        moving_mean = [v for v in tf1.global_variables()
+                       if v.op.name == "fcn/conv1_1/moving_mean"][0]
+        perturb = tf.group(*[v.assign_add(0.05 * tf.random.stateless_normal(
+            tf.shape(v), [i, 0])) for i, v in enumerate(tf1.trainable_variables())])
+        with tf1.Session(config=session_config) as session:
+            assert len(session.list_devices()) >= 2
+            session.run(tf1.global_variables_initializer())
+            session.run(perturb)
+            feed = {net.images: images, net.labels: labels, net.is_training: False}
+            tower_grads, grads, loss, ref_loss = session.run(
+                [[g for g, _ in net.grads_and_vars], reference_grads, net.total_loss,
+                 reference_loss], feed)
+            np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+            for variable, mine, theirs in zip(variables, tower_grads, grads):
+                error = np.linalg.norm(mine - theirs) / max(np.linalg.norm(theirs), 1e-12)
+                assert error < 1e-5, (variable.op.name, error)
+            # training steps: one counter step per batch, tower 0 moves the averages
+            before = session.run(moving_mean)
+            for expected in (1, 2):
+                session.run(net.train_op, {**feed, net.is_training: True})
+                assert session.run(counter) == expected
+            assert not np.allclose(session.run(moving_mean), before)
+
+
+def test_towers_train_and_eval(tmp_path):
+    """``fcn-tf1 train --towers 2`` trains, checkpoints and evaluates like a single tower."""
+    train_dir = tmp_path / "run"
+    assert cli.main(["train", "--towers", "2", "--max-steps", "3", "--train-dir", str(train_dir),
+                     "--log-every-steps", "1"] + TINY) == 0
+    assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-3")
+    assert cli.main(["eval", "--train-dir", str(train_dir)]) == 0
