@@ -12,6 +12,7 @@ the file, never ``eval``.
 """
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Optional, Tuple
 
@@ -26,6 +27,7 @@ LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency")
+MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 
 # Fields a resumed run may change: they do not alter the graph, the variables,
 # or the data order, so the checkpoint stays valid and the run stays exact.
@@ -146,10 +148,31 @@ def _problems(cfg):
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
     if cfg.vgg16_weights is not None and cfg.backbone != "vgg16":
         out.append("vgg16_weights needs backbone='vgg16'")
+    # NaN passes every comparison above, and the graph takes integers as int32/int64 constants
+    for field in dataclasses.fields(cfg):
+        for value in _numbers(getattr(cfg, field.name)):
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(f"{field.name}={getattr(cfg, field.name)!r} must be finite")
+                break
+            if isinstance(value, int) and not -MAX_INT < value < MAX_INT:
+                out.append(f"{field.name}={value!r} must be below {MAX_INT:,}")
+                break
     return out
 
 
+def _numbers(value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 _TUPLE_FIELDS = ("class_weights", "scale_jitter")
+
+
+def _as_float(value, source, name):
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ConfigError(f"{source}: {name} is out of range") from None
 
 
 def from_dict(values, source="config"):
@@ -168,7 +191,7 @@ def from_dict(values, source="config"):
                 if not isinstance(value, (list, tuple)) or not all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                     raise ConfigError(f"{source}: {name} must be a list of numbers or null")
-                value = tuple(float(v) for v in value)
+                value = tuple(_as_float(v, source, name) for v in value)
         elif default is None or name == "crop_size":
             pass  # optional fields: checked by value below
         elif isinstance(default, bool):
@@ -180,7 +203,7 @@ def from_dict(values, source="config"):
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
-            value = float(value)
+            value = _as_float(value, source, name)
         elif isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
         kwargs[name] = value
@@ -209,8 +232,9 @@ def load(train_dir):
         raise ConfigError(f"{path}: no config.json (not a training directory of fcn_tf1?)")
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable config ({err})") from None
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8,
+        reason = " ".join(str(err).split())[:200]       # an integer of 5000 digits
+        raise ConfigError(f"{path}: unreadable config ({reason})") from None
     return from_dict(values, source=str(path))
 
 

@@ -15,6 +15,7 @@ API:
 Batches for training and evaluation are streamed from this file by fcn_tf1.batches.
 """
 import contextlib
+import glob
 import os
 import pathlib
 import secrets
@@ -29,7 +30,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from fcn_tf1 import siftflow
+from fcn_tf1 import rundir, siftflow
 from fcn_tf1.errors import ConfigError, DataError
 from fcn_tf1.siftflow import IMAGE_SIZE, NUM_CLASSES, VOID_LABEL, _reason
 
@@ -139,6 +140,7 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
     part = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_parts(out)
         void_pixels = _write(part, names, tasks, class_names, source, workers, progress)
         os.replace(part, out)
     except BaseException as err:
@@ -151,6 +153,16 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
             "per_category": dict(Counter(siftflow.category_of(n) for n in names)),
             "void_fraction": void_pixels / (len(names) * IMAGE_SIZE * IMAGE_SIZE),
             "file_bytes": out.stat().st_size, "seconds": time.perf_counter() - start}
+
+
+def _remove_dead_parts(out):
+    """Deletes the temporary files of earlier prepares of ``out`` whose process is gone
+    (a SIGKILL leaves one as large as the output); a running prepare's is kept."""
+    for part in out.parent.glob(f".{glob.escape(out.name)}.*-*.part"):
+        pid = part.name[len(out.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not rundir.pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
 
 
 class H5Dataset:

@@ -18,6 +18,11 @@ from fcn_tf1 import siftflow, trained, visualize
 from fcn_tf1.errors import DataError, FcnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# One forward pass holds several float32 maps of H*W*33 values: 4096x4096 already takes
+# gigabytes on a CPU. Larger images are refused from their header, before decoding.
+MAX_PIXELS = 4096 * 4096
+# A file name has at most 255 bytes: the stem, "_color.png" and a "_N" suffix must fit.
+MAX_STEM_BYTES = 200
 
 
 def collect_inputs(paths):
@@ -32,24 +37,44 @@ def collect_inputs(paths):
     return found
 
 
+def _check_size(path):
+    def check(image):
+        if image.width < 1 or image.height < 1:
+            raise DataError(f"{path}: empty image")
+        if image.width * image.height > MAX_PIXELS:
+            raise DataError(f"{path}: image is {image.width}x{image.height}, more than the "
+                            f"{MAX_PIXELS / 1e6:.1f} Mpx predict takes in one pass; "
+                            "downscale it first")
+    return check
+
+
 def read_rgb(path):
     """Any image Pillow decodes -> uint8 [H, W, 3] RGB (grayscale and alpha are converted)."""
-    image = siftflow.decode_image(path)
-    if image.width < 1 or image.height < 1:
-        raise DataError(f"{path}: empty image")
+    image = siftflow.decode_image(path, check_header=_check_size(path))
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
+def _stem(path):
+    """The base name without suffix, as a file name: no leading dot, no NUL, not too long."""
+    stem = pathlib.PurePath(path).stem.replace("\x00", "_")
+    stem = stem.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore")
+    return stem.lstrip(".") or "image"
+
+
 def output_stems(inputs):
-    """A safe, unique output name per input: its base name only, so nothing escapes OUT."""
-    stems, used = [], set()
+    """A safe output name per input: its base name only, so nothing escapes OUT.
+
+    No two inputs share an output file, including through the ``_color``
+    suffix ("x" and "x_color") or letter case (on case-insensitive disks).
+    """
+    stems, taken = [], set()
     for path in inputs:
-        stem = pathlib.PurePath(path).stem.lstrip(".") or "image"
+        stem = _stem(path)
         candidate, n = stem, 1
-        while candidate in used:
+        while {f"{candidate}.png".casefold(), f"{candidate}_color.png".casefold()} & taken:
             n += 1
             candidate = f"{stem}_{n}"
-        used.add(candidate)
+        taken |= {f"{candidate}.png".casefold(), f"{candidate}_color.png".casefold()}
         stems.append(candidate)
     return stems
 
@@ -80,9 +105,13 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, log=print):
                 continue
             classes = session.run(net.predictions, {net.images: image[None].astype(np.float32)})[0]
             classes = classes.astype(np.uint8)
-            visualize.save_png(out_dir / f"{stem}.png", classes)
-            visualize.save_png(out_dir / f"{stem}_color.png",
-                               visualize.overlay(image, classes, class_names))
+            try:
+                visualize.save_png(out_dir / f"{stem}.png", classes)
+                visualize.save_png(out_dir / f"{stem}_color.png",
+                                   visualize.overlay(image, classes, class_names))
+            except OSError as err:  # the output side (a full disk): no point going on
+                raise FcnError(f"{out_dir / stem}.png: cannot write ({err.strerror or err}); "
+                               f"{len(written)} image(s) done") from None
             written.append(stem)
             log(f"{path} -> {out_dir / stem}.png, {stem}_color.png")
     return written, failures

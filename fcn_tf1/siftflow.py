@@ -26,7 +26,9 @@ import collections
 import dataclasses
 import hashlib
 import pathlib
+import struct
 import types
+import zlib
 
 import numpy as np
 import scipy.io
@@ -89,8 +91,15 @@ def category_of(name):
     return str(name).split("_", 1)[0]
 
 
-def decode_image(path):
+def decode_image(path, check_header=None):
     """Opens and fully decodes any image file Pillow reads (JPEG, PNG, ...).
+
+    Args:
+        path: the image file.
+        check_header: optional callable(image) run on the opened, not yet decoded
+            image (mode and size come from the header); it raises DataError to
+            refuse the file before any pixel is decoded (a corrupt size field
+            can claim millions of pixels).
 
     Returns:
         A loaded ``PIL.Image.Image`` (Pillow is lazy; loading now surfaces truncation here).
@@ -101,8 +110,12 @@ def decode_image(path):
     path = pathlib.Path(path)
     try:
         with Image.open(path) as image:
+            if check_header is not None:
+                check_header(image)
             image.load()
             return image.copy()
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
     except IsADirectoryError:
@@ -125,13 +138,17 @@ def read_image(path):
     Raises:
         DataError: missing, undecodable, not RGB, or not 256x256.
     """
-    image = decode_image(path)
-    mode, (width, height) = image.mode, image.size
-    if mode != "RGB":
-        kind = "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else "not RGB"
-        raise DataError(f"{path}: image mode {mode} ({kind}), expected RGB")
-    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{path}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    def check(image):
+        mode, (width, height) = image.mode, image.size
+        if mode != "RGB":
+            kind = "grayscale" if mode in ("L", "LA", "I", "I;16", "1") else "not RGB"
+            raise DataError(f"{path}: image mode {mode} ({kind}), expected RGB")
+        if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DataError(f"{path}: image is {width}x{height}, "
+                            f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+
+    image = decode_image(path, check_header=check)
+    check(image)  # a decoder may change its mind (e.g. a JPEG's mode after the first scan)
     return np.array(image, dtype=np.uint8)
 
 
@@ -189,21 +206,95 @@ def read_label(path):
     """
     path = pathlib.Path(path)
     try:
+        _check_mat5_types(path)
         mat = scipy.io.loadmat(path, variable_names=["S"])
-    except FileNotFoundError:
+        # loadmat returns MATLAB logicals as uint8; only the header tells them apart.
+        logical = "S" in mat and mat["S"].dtype == np.uint8 and any(
+            name == "S" and cls == "logical" for name, _, cls in scipy.io.whosmat(path))
+    except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{path}: no such label file") from None
+    except DataError:
+        raise
     except Exception as err:  # scipy raises ValueError, MatReadError, NotImplementedError (v7.3)...
         raise DataError(f"{path}: not a readable MATLAB .mat file ({_reason(err)})") from None
     if "S" not in mat:
         raise DataError(f"{path}: no variable 'S'")
-    class_map = mat["S"]
-    if class_map.dtype == np.uint8:
-        # loadmat returns MATLAB logicals as uint8; only the header tells them apart.
-        classes = {name: cls for name, _, cls in scipy.io.whosmat(path)}
-        if classes.get("S") == "logical":
-            raise DataError(f"{path}: S has dtype bool (MATLAB logical), expected an "
-                            "integer-valued numeric class map")
-    return labels_from_class_map(class_map, path)
+    if logical:
+        raise DataError(f"{path}: S has dtype bool (MATLAB logical), expected an "
+                        "integer-valued numeric class map")
+    return labels_from_class_map(mat["S"], path)
+
+
+# The data element types of MATLAB v5 files. Handed a tag of any other type, scipy.io's
+# reader (1.17) indexes a missing table entry and the process dies (SIGSEGV), so
+# _check_mat5_types walks the tags first, inflating compressed variables.
+_MAT5_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18})
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MX_SPARSE = 5  # the array class byte; a dense S relabelled sparse also crashes the reader
+_MAT5_MAX_INFLATED = 64 * 2**20  # a 256x256 label map takes 0.5 MB as float64
+
+
+def _check_mat5_types(path):
+    """Raises DataError if a MATLAB v5 file holds a data element of unknown type."""
+    with open(path, "rb") as f:
+        data = f.read()
+    order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
+    if len(data) < 128 or order is None or int.from_bytes(data[124:126], "little"
+                                                          if order == "<" else "big") != 0x0100:
+        return  # not v5 (v4, v7.3 = HDF5, or garbage): scipy's own checks apply
+    _check_elements(path, data, 128, len(data), order, depth=0, in_s=False)
+
+
+def _element(data, pos, order):
+    """(type, size, data start, next element) of the data element tag at ``pos``."""
+    mtype, nbytes = struct.unpack_from(order + "II", data, pos)
+    if mtype >> 16:  # small element: type and size in 4 bytes, data in the next 4
+        return mtype & 0xFFFF, mtype >> 16, pos + 4, pos + 8
+    return mtype, nbytes, pos + 8, pos + 8 + nbytes + (
+        0 if mtype == _MI_COMPRESSED else -nbytes % 8)
+
+
+def _matrix_class_and_name(data, body, end, order):
+    """The array class and the name of the miMATRIX whose data starts at ``body``."""
+    try:
+        _, _, flags, pos = _element(data, body, order)  # array flags: class in the low byte
+        array_class = struct.unpack_from(order + "I", data, flags)[0] & 0xFF
+        _, _, _, pos = _element(data, pos, order)  # dimensions
+        _, size, name, _ = _element(data, pos, order)
+        return array_class, bytes(data[name:min(name + size, end)])
+    except struct.error:  # truncated: scipy reports it
+        return None, b""
+
+
+def _check_elements(path, data, start, end, order, depth, in_s):
+    pos = start
+    while pos + 8 <= end:
+        mtype, nbytes, body, after = _element(data, pos, order)
+        if mtype not in _MAT5_TYPES:
+            raise DataError(f"{path}: not a readable MATLAB .mat file (data element of "
+                            f"unknown type {mtype} at byte {pos})")
+        if depth > 16:
+            raise DataError(f"{path}: not a readable MATLAB .mat file (nested too deep)")
+        if mtype == _MI_COMPRESSED:
+            inflater = zlib.decompressobj()
+            try:
+                inner = inflater.decompress(data[body:body + nbytes], _MAT5_MAX_INFLATED)
+            except zlib.error as err:
+                raise DataError(f"{path}: not a readable MATLAB .mat file "
+                                f"(compressed data: {err})") from None
+            if inflater.unconsumed_tail:
+                raise DataError(f"{path}: a compressed variable inflates to more than "
+                                f"{_MAT5_MAX_INFLATED // 2**20} MB")
+            _check_elements(path, inner, 0, len(inner), order, depth + 1, in_s)
+        elif mtype == _MI_MATRIX:
+            matrix_end = min(body + nbytes, end)
+            array_class, name = _matrix_class_and_name(data, body, matrix_end, order)
+            inside_s = in_s or name == b"S"
+            if inside_s and array_class == _MX_SPARSE:
+                raise DataError(f"{path}: S is a sparse matrix, expected a dense "
+                                "integer-valued numeric class map")
+            _check_elements(path, data, body, matrix_end, order, depth + 1, inside_s)
+        pos = after
 
 
 def read_names(path):

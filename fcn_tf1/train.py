@@ -13,7 +13,8 @@
    uninterrupted one would;
 4. runs the Session loop with progress lines, summaries, periodic checkpoints
    and validation passes; stops cleanly on SIGINT/SIGTERM (saving first) and on
-   a NaN/Inf loss (without saving, so the latest checkpoint stays good);
+   a NaN/Inf loss or NaN/Inf weights (without saving, so the latest checkpoint
+   stays good); a killed run resumes from its newest complete checkpoint;
 5. saves at the end, evaluates on the validation split, writes metrics.json and
    prediction PNGs.
 """
@@ -67,7 +68,7 @@ class _StopRequest:
 def resolve_config(requested, train_dir, explicit=(), log=print):
     """The config this run uses: the saved one when resuming, else ``requested``."""
     has_config = (train_dir / config_lib.CONFIG_NAME).is_file()
-    checkpoint = tf1.train.latest_checkpoint(str(train_dir))
+    checkpoint = latest_checkpoint(train_dir)
     if checkpoint and not has_config:
         raise ConfigError(f"{train_dir}: holds checkpoints but no config.json; "
                           "cannot tell how to rebuild the graph")
@@ -91,13 +92,44 @@ def _with_class_weights(config, dataset, train_indices, log):
     return config.replace(class_weights=tuple(float(w) for w in weights))
 
 
+def latest_checkpoint(train_dir):
+    """The newest complete checkpoint prefix of ``train_dir``, or None.
+
+    The one TensorFlow's ``checkpoint`` state file names; when that file is
+    missing, unreadable or names files that are gone (a dir moved by a version
+    that wrote absolute paths), the highest ``model.ckpt-STEP`` whose index and
+    data files exist. TensorFlow renames both into place only when complete.
+    """
+    found = tf1.train.latest_checkpoint(str(train_dir))
+    if found:
+        return found
+    steps = []
+    for index in pathlib.Path(train_dir).glob(f"{CHECKPOINT_PREFIX}-*.index"):
+        step = index.name[len(CHECKPOINT_PREFIX) + 1:-len(".index")]
+        if step.isdigit() and any(index.parent.glob(f"{CHECKPOINT_PREFIX}-{step}.data-*")):
+            steps.append(int(step))
+    return str(pathlib.Path(train_dir) / f"{CHECKPOINT_PREFIX}-{max(steps)}") if steps else None
+
+
+def _op_error_reason(err):
+    """The line of a TensorFlow error that says what went wrong (not "Graph execution error")."""
+    for line in str(getattr(err, "message", None) or err).splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Graph execution error", "Detected at node", "File ",
+                                         "Node:", "[[", "Hint:", "Original stack trace")):
+            return line[:300]
+    return type(err).__name__
+
+
 def _restore(saver, session, checkpoint):
     try:
         saver.restore(session, checkpoint)
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
-        first_line = str(err.message).strip().splitlines()[0]
         raise ConfigError(f"{checkpoint}: checkpoint does not match config.json "
-                          f"({first_line[:200]})") from None
+                          f"({_op_error_reason(err)[:200]})") from None
+    except tf.errors.OpError as err:  # DataLossError: a damaged file, never silently skipped
+        raise FcnError(f"{checkpoint}: unreadable checkpoint ({_op_error_reason(err)[:200]}); "
+                       "move its files away to resume from the one before") from None
 
 
 def _format_eta(seconds):
@@ -107,11 +139,25 @@ def _format_eta(seconds):
 
 
 class _Saver:
-    """Periodic checkpoints (every N steps and/or every M seconds) that never save NaN weights."""
+    """Periodic checkpoints (every N steps and/or every M seconds) that never save NaN weights.
+
+    Paths in the ``checkpoint`` state file are relative (a run dir can be moved),
+    and a resumed run takes over the checkpoints the state file lists, so
+    ``max_to_keep`` also prunes those of earlier, stopped or killed, processes.
+    """
 
     def __init__(self, config, session, train_dir, log):
-        self.saver = tf1.train.Saver(max_to_keep=config.max_to_keep)
+        self.saver = tf1.train.Saver(max_to_keep=config.max_to_keep, save_relative_paths=True)
+        state = tf1.train.get_checkpoint_state(str(train_dir))
+        if state is not None:
+            self.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+        # The loss of a step is computed before its update: an update that overflows shows in
+        # the weights first, so they are checked (all float variables, slots included) on save.
+        self.weights_finite = tf.reduce_all(tf.stack([
+            tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+            if v.dtype.base_dtype.is_floating]))
         self.session = session
+        self.train_dir = train_dir
         self.prefix = str(train_dir / CHECKPOINT_PREFIX)
         self.every_steps = config.save_every_steps
         self.every_secs = config.save_every_secs
@@ -128,16 +174,31 @@ class _Saver:
     def save(self, step):
         if step == self.last_step:
             return
+        if not self.session.run(self.weights_finite):
+            raise TrainingDiverged(
+                f"weights are NaN/Inf after step {step} (the loss was still finite): training "
+                f"stopped without saving; {self.last_good()}. Lower the learning rate or check "
+                "the data")
         try:
             path = self.saver.save(self.session, self.prefix, global_step=step)
-        except (tf.errors.OpError, OSError) as err:
-            reason = getattr(err, "message", None) or str(err)
-            raise FcnError(f"{self.prefix}-{step}: could not write checkpoint "
-                           f"({reason.strip().splitlines()[0][:200]}); "
-                           "earlier checkpoints are kept") from None
+        except (tf.errors.OpError, OSError) as err:  # a full disk, a file size limit, ...
+            rundir.remove_partial_files(self.train_dir)  # give back what the failed write took
+            reason, prefix = _op_error_reason(err)[:200], f"{self.prefix}-{step}"
+            latest = latest_checkpoint(self.train_dir)
+            if latest and pathlib.Path(latest).name == pathlib.Path(prefix).name:
+                # TensorFlow writes the .meta file after it has recorded the checkpoint
+                raise FcnError(f"{prefix}: checkpoint saved, but not its .meta graph file "
+                               f"({reason}); training stopped") from None
+            raise FcnError(f"{prefix}: could not write checkpoint ({reason}); earlier "
+                           "checkpoints are kept") from None
         self.last_step = step
         self.last_time = time.monotonic()
         self.log(f"saved {path}")
+
+    def last_good(self):
+        if self.last_step is None:
+            return "no checkpoint was saved yet"
+        return f"the latest checkpoint (step {self.last_step}) is the last good one"
 
 
 def train(requested, train_dir, explicit=(), log=print):
@@ -158,6 +219,10 @@ def train(requested, train_dir, explicit=(), log=print):
     """
     train_dir = rundir.ensure_writable(train_dir)
     with rundir.TrainDirLock(train_dir), _StopRequest() as stop:
+        removed = rundir.remove_partial_files(train_dir)
+        if removed:
+            log(f"removed {len(removed)} partial file(s) an interrupted trainer was writing: "
+                + ", ".join(removed))
         config, resuming = resolve_config(requested, train_dir, explicit, log)
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
@@ -178,10 +243,13 @@ def _run(config, train_dir, class_names, train_indices, val_indices, stop, log):
         session = tf1.Session()
         with session:
             saver = _Saver(config, session, train_dir, log)
-            checkpoint = tf1.train.latest_checkpoint(str(train_dir))
+            checkpoint = latest_checkpoint(train_dir)
             session.run(tf1.global_variables_initializer())
             if checkpoint:
                 _restore(saver.saver, session, checkpoint)
+                if checkpoint != tf1.train.latest_checkpoint(str(train_dir)):
+                    log("the checkpoint state file is missing or unreadable: using the newest "
+                        "complete checkpoint")
                 log(f"restored {checkpoint}")
             elif config.vgg16_weights:
                 from fcn_tf1 import vgg16_weights
@@ -239,14 +307,12 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
             try:
                 out = session.run(fetches, feed)
             except tf.errors.InvalidArgumentError as err:  # e.g. the loss's label assertion
-                first_line = str(err.message).strip().splitlines()[0]
                 raise FcnError(f"{config.data}: training step {next_step} failed: "
-                               f"{first_line[:300]}") from None
+                               f"{_op_error_reason(err)}") from None
             if not (math.isfinite(out["loss"]) and math.isfinite(out["total"])):
                 raise TrainingDiverged(
                     f"loss is {out['loss']} (total {out['total']}) at step {next_step}: training "
-                    f"stopped without saving; the latest checkpoint "
-                    f"(step {saver.last_step}) is the last good one. Lower the learning rate "
+                    f"stopped without saving; {saver.last_good()}. Lower the learning rate "
                     "or check the data")
             step = next_step
             losses_here.append(float(out["loss"]))
@@ -303,10 +369,14 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
     if train_dir is not None:
         rundir.write_json(train_dir / "metrics.json", dict(result, step=step))
         out_dir = train_dir / "predictions"
-        out_dir.mkdir(exist_ok=True)
-        for name, picture in pngs:
-            # names come from the data file: keep only a base name inside out_dir
-            visualize.save_png(out_dir / f"{pathlib.PurePath(name).name}.png", picture)
+        try:
+            out_dir.mkdir(exist_ok=True)
+            for name, picture in pngs:
+                # names come from the data file: keep only a base name inside out_dir
+                visualize.save_png(out_dir / f"{pathlib.PurePath(name).name}.png", picture)
+        except OSError as err:
+            raise FcnError(f"{out_dir}: cannot write prediction PNGs ({err.strerror or err}); "
+                           f"the checkpoint of step {step} is saved") from None
         if pngs:
             log(f"wrote {len(pngs)} prediction PNGs (input | truth | prediction) to {out_dir}")
     return result
