@@ -15,9 +15,14 @@ Data flows one stage per module::
     compare.py        the reference comparison of the two loss variants
     config.py         the run config (dataclass <-> config.json), validated on load
     graph.py          placeholders -> inference -> loss -> optimizer, from a RunConfig
-    train.py          the tf.compat.v1.Session loop: Saver, resume, summaries, signals
+    train.py          the tf.compat.v1.Session loop: Saver, resume, summaries
     train_args.py     the training command-line options -> RunConfig
     rundir.py         train-dir checks, the single-trainer lock, atomic JSON
+    signals.py        SIGINT/SIGTERM as a flag checked at safe points
+    towers.py         in-graph replication over a machine's devices (averaged gradients)
+    cluster.py        cluster spec from TF_CONFIG or --cluster/--job-name/--task-index
+    distributed.py    between-graph replicated training on TF's gRPC runtime (ps/worker)
+    cluster_local.py  `fcn-tf1 cluster-local`: start, stream and stop a localhost cluster
     trained.py        reopen a trained run (config.json + checkpoint) for eval/predict/export
     evaluate.py       evaluation passes; metrics.py: confusion matrix and the FCN metrics
     predict.py        class-map and overlay PNGs; export.py: SavedModel for TF2 serving

@@ -103,6 +103,7 @@ def _run_train(args):
     if task is not None and task.job_name == "ps":
         distributed.serve(task)
         return 0
+    train_args.apply_preset(args)
     train_args.resolve_data(args)
     train_args.resolve_epochs(args)
     config, explicit = train_args.config_from_args(args)
@@ -157,6 +158,8 @@ def _run_cluster_local(args):
     if args.workers < 1 or args.ps < 1:
         raise ConfigError(f"--workers {args.workers} --ps {args.ps}: need at least one of each")
     # prepare the data (and turn --epochs into steps) once, not in every task
+    train_args.apply_preset(args)
+    args.preset = None  # applied: the tasks get its options as words
     train_args.resolve_data(args)
     train_args.resolve_epochs(args)
     args.data_dir, args.epochs = None, None

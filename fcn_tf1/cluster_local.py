@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 
+from fcn_tf1 import signals
+
 LaunchResult = collections.namedtuple(
     "LaunchResult", ["exit_code", "returncodes", "pids", "cluster", "seconds", "reason"])
 EXIT_INTERRUPTED = 130
@@ -132,28 +134,6 @@ class _Children:
             thread.join(timeout=5)
 
 
-class _Interrupt:
-    """SIGINT/SIGTERM to the launcher become a flag (handlers restored on exit)."""
-
-    def __init__(self):
-        self.signal_name, self._previous = None, {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _status(returncode):
     """A failed task's status as the launcher's exit status (killed by a signal: 1)."""
     return returncode if returncode and returncode > 0 else 1
@@ -190,7 +170,7 @@ def launch(train_argv, workers=2, ps=1, host="127.0.0.1", grace_secs=30.0, timeo
     start = time.monotonic()
     reason, exit_code = None, 0
     log(f"[cluster-local] {workers} worker(s), {ps} ps: " + json.dumps(cluster))
-    with _Interrupt() as interrupt:
+    with signals.StopRequest() as interrupt:
         try:
             for name in ps_names + worker_names:
                 job, index = name.split(":")

@@ -32,7 +32,7 @@ MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 # Fields a resumed run may change: they do not alter the graph, the variables,
 # or the data order, so the checkpoint stays valid and the run stays exact.
 RESUME_OVERRIDABLE = frozenset({
-    "max_steps", "save_every_steps", "save_every_secs", "max_to_keep",
+    "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights",
 })
@@ -54,7 +54,8 @@ class RunConfig:
     Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
     ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; step:
     lr*step_gamma^floor(step/step_size); constant), ``weight_decay``,
-    ``max_steps``.
+    ``max_steps``, ``max_minutes`` (a wall-clock budget for training, counted
+    across restarts by progress.Progress; 0 = none).
     Bookkeeping: checkpoint, summary, evaluation and logging intervals.
     """
     # model
@@ -86,6 +87,7 @@ class RunConfig:
     step_gamma: float = 0.1
     weight_decay: float = 5e-4
     max_steps: int = 500  # python run_train.py: about 2-3 minutes on 2 CPU cores
+    max_minutes: float = 0.0
     # bookkeeping
     save_every_steps: int = 100
     save_every_secs: float = 600.0
@@ -132,7 +134,7 @@ def _problems(cfg):
         positive(name)
     for name in ("weight_decay", "momentum", "save_every_steps", "save_every_secs",
                  "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
-                 "log_every_steps", "num_prediction_pngs", "seed"):
+                 "log_every_steps", "num_prediction_pngs", "seed", "max_minutes"):
         positive(name, allow_zero=True)
     if not 0 <= cfg.void_label <= 255 or cfg.void_label < cfg.num_classes:
         out.append(f"void_label={cfg.void_label} must be in [num_classes, 255]")

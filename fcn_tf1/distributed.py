@@ -42,7 +42,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from fcn_tf1 import batches, config as config_lib, graph, h5data, rundir, summaries, train
+from fcn_tf1 import batches, config as config_lib, graph, h5data, rundir, signals, summaries, train
 from fcn_tf1.errors import FcnError
 
 tf1 = tf.compat.v1
@@ -62,7 +62,7 @@ def serve(task, log=print, stop=None):
         f"({server.target}); stop with SIGTERM")
     # Wait in Python, not server.join(): join() blocks in C++ where no signal handler runs.
     with contextlib.ExitStack() as stack:
-        stop = stop or stack.enter_context(train._StopRequest())
+        stop = stop or stack.enter_context(signals.StopRequest())
         while not stop():
             time.sleep(0.2)
     log(f"{task.job_name}:{task.task_index} stopped by {getattr(stop, 'signal_name', 'request')}")
@@ -97,7 +97,7 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
         if task.is_chief:
             rundir.ensure_writable(train_dir)
             stack.enter_context(rundir.TrainDirLock(train_dir))
-        stop = stack.enter_context(train._StopRequest())
+        stop = stack.enter_context(signals.StopRequest())
         config, resuming = _replica_config(requested, train_dir, task, explicit, log)
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)

@@ -6,7 +6,6 @@ eval``: it rebuilds a trained run from its config.json and checkpoint.
 """
 import time
 
-import numpy as np
 
 from fcn_tf1 import batches, h5data, metrics, rundir, siftflow, trained
 from fcn_tf1.errors import FcnError

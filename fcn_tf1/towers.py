@@ -33,9 +33,8 @@ import collections
 
 import tensorflow as tf
 
-from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph, h5data, losses, model, rundir, train
-from fcn_tf1.errors import ConfigError, FcnError
+from fcn_tf1 import graph, losses, model, train
+from fcn_tf1.errors import ConfigError
 
 tf1 = tf.compat.v1
 VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
@@ -195,60 +194,13 @@ def train_with_towers(requested, train_dir, num_towers, explicit=(), log=print):
       ``validation``, ``config``).
     """
     devices, session_config = tower_devices(num_towers)
-    train_dir = rundir.ensure_writable(train_dir)
-    with rundir.TrainDirLock(train_dir), train._StopRequest() as stop:
-        config, resuming = train.resolve_config(requested, train_dir, explicit, log)
+
+    def check_config(config):
         if config.batch_size < num_towers:
             raise ConfigError(f"--towers {num_towers}: needs a batch size of at least "
                               f"{num_towers}, the run has {config.batch_size}")
-        with h5data.H5Dataset(config.data) as dataset:
-            class_names = list(dataset.class_names)
-            train_indices, val_indices = train._split(dataset, config.val_fraction)
-            if not train_indices:
-                raise FcnError(f"{config.data}: no training images after the validation split")
-            config = train._with_class_weights(config, dataset, train_indices, log)
-        config_lib.save(config, train_dir)
-        log(f"{'resuming' if resuming else 'starting'} run in {train_dir} on {num_towers} "
-            f"towers ({', '.join(devices)}): {config.backbone} {config.variant} width "
-            f"{config.width}, {len(train_indices)} train / {len(val_indices)} val images")
-        return _run(config, train_dir, devices, session_config, class_names, train_indices,
-                    val_indices, stop, log)
 
-
-def _run(config, train_dir, devices, session_config, class_names, train_indices, val_indices,
-         stop, log):
-    """train._run with the multi-tower graph and a Session that has the towers' devices."""
-    with tf.Graph().as_default():
-        net = build_multi_tower_training_graph(config, devices)
-        with tf1.Session(config=session_config) as session:
-            saver = train._Saver(config, session, train_dir, log)
-            checkpoint = tf1.train.latest_checkpoint(str(train_dir))
-            session.run(tf1.global_variables_initializer())
-            if checkpoint:
-                train._restore(saver.saver, session, checkpoint)
-                log(f"restored {checkpoint}")
-            elif config.vgg16_weights:
-                from fcn_tf1 import vgg16_weights
-                vgg16_weights.load_vgg16_weights(session, config.vgg16_weights)
-                log(f"initialised the VGG16 backbone from {config.vgg16_weights}")
-            step = int(session.run(net.global_step))
-            saver.last_step = step if checkpoint else None
-            writer = tf1.summary.FileWriter(str(train_dir),
-                                            session.graph if not checkpoint else None)
-            validation = None
-            try:
-                losses_here = train._loop(config, session, net, saver, writer, train_indices,
-                                          val_indices, class_names, step, stop, log)
-                step = int(session.run(net.global_step))
-                saver.save(step)
-                if val_indices and not stop():
-                    validation = train._validate(config, session, net, writer, val_indices,
-                                                 class_names, step, stop, log,
-                                                 train_dir=train_dir)
-            finally:
-                writer.close()
-    if stop():
-        log(f"stopped by {stop.signal_name} at step {step}; checkpoint saved, "
-            "run the same command again to resume")
-    return {"step": step, "stopped_by": stop.signal_name, "losses": losses_here,
-            "validation": validation, "config": config}
+    return train.train(requested, train_dir, explicit, log,
+                       build_graph=lambda config: build_multi_tower_training_graph(config, devices),
+                       session_config=session_config, check_config=check_config,
+                       where=f" on {num_towers} towers ({', '.join(devices)})")

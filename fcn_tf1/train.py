@@ -20,14 +20,13 @@
 """
 import math
 import pathlib
-import signal
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import batches, evaluate, graph, h5data, losses, rundir, summaries
+from fcn_tf1 import batches, evaluate, graph, h5data, losses, progress, rundir, signals, summaries
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -37,32 +36,6 @@ CHECKPOINT_PREFIX = "model.ckpt"
 class TrainingDiverged(FcnError):
     """The loss became NaN or Inf; nothing was saved after the last good checkpoint."""
     exit_code = 3
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.signal_name = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def __call__(self):
-        return self.signal_name is not None
 
 
 def resolve_config(requested, train_dir, explicit=(), log=print):
@@ -147,6 +120,7 @@ class _Saver:
     """
 
     def __init__(self, config, session, train_dir, log):
+        self.progress = None  # a progress.Progress once the starting step is known
         self.saver = tf1.train.Saver(max_to_keep=config.max_to_keep, save_relative_paths=True)
         state = tf1.train.get_checkpoint_state(str(train_dir))
         if state is not None:
@@ -193,6 +167,8 @@ class _Saver:
                            "checkpoints are kept") from None
         self.last_step = step
         self.last_time = time.monotonic()
+        if self.progress is not None:
+            self.progress.checkpoint_saved(step)
         self.log(f"saved {path}")
 
     def last_good(self):
@@ -201,7 +177,8 @@ class _Saver:
         return f"the latest checkpoint (step {self.last_step}) is the last good one"
 
 
-def train(requested, train_dir, explicit=(), log=print):
+def train(requested, train_dir, explicit=(), log=print, build_graph=None, session_config=None,
+          check_config=None, where=""):
     """Trains (or resumes) the run in ``train_dir``.
 
     Args:
@@ -210,6 +187,12 @@ def train(requested, train_dir, explicit=(), log=print):
       explicit: names of the config fields the user gave explicitly (checked
         against the saved config when resuming).
       log: a print-like function for progress lines.
+      build_graph: config -> TrainingGraph (default graph.build_training_graph;
+        the multi-tower trainer passes its own).
+      session_config: a tf.compat.v1.ConfigProto for the Session, or None.
+      check_config: called with the resolved config before anything is
+        written (raises ConfigError to refuse it), or None.
+      where: words added to the "starting run" line (e.g. the towers' devices).
 
     Returns:
       dict with ``step`` (final global step), ``stopped_by`` (None, or the
@@ -218,12 +201,14 @@ def train(requested, train_dir, explicit=(), log=print):
       ``config`` (the RunConfig used).
     """
     train_dir = rundir.ensure_writable(train_dir)
-    with rundir.TrainDirLock(train_dir), _StopRequest() as stop:
+    with rundir.TrainDirLock(train_dir), signals.StopRequest() as stop:
         removed = rundir.remove_partial_files(train_dir)
         if removed:
             log(f"removed {len(removed)} partial file(s) an interrupted trainer was writing: "
                 + ", ".join(removed))
         config, resuming = resolve_config(requested, train_dir, explicit, log)
+        if check_config is not None:
+            check_config(config)
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
             train_indices, val_indices = _split(dataset, config.val_fraction)
@@ -231,16 +216,18 @@ def train(requested, train_dir, explicit=(), log=print):
                 raise FcnError(f"{config.data}: no training images after the validation split")
             config = _with_class_weights(config, dataset, train_indices, log)
         config_lib.save(config, train_dir)
-        log(f"{'resuming' if resuming else 'starting'} run in {train_dir}: "
+        log(f"{'resuming' if resuming else 'starting'} run in {train_dir}{where}: "
             f"{config.backbone} {config.variant} width {config.width}, "
             f"{len(train_indices)} train / {len(val_indices)} val images from {config.data}")
-        return _run(config, train_dir, class_names, train_indices, val_indices, stop, log)
+        return _run(config, train_dir, class_names, train_indices, val_indices, stop, log,
+                    build_graph or graph.build_training_graph, session_config)
 
 
-def _run(config, train_dir, class_names, train_indices, val_indices, stop, log):
+def _run(config, train_dir, class_names, train_indices, val_indices, stop, log, build_graph,
+         session_config):
     with tf.Graph().as_default():
-        net = graph.build_training_graph(config)
-        session = tf1.Session()
+        net = build_graph(config)
+        session = tf1.Session(config=session_config)
         with session:
             saver = _Saver(config, session, train_dir, log)
             checkpoint = latest_checkpoint(train_dir)
@@ -257,6 +244,7 @@ def _run(config, train_dir, class_names, train_indices, val_indices, stop, log):
                 log(f"initialised the VGG16 backbone from {config.vgg16_weights}")
             step = int(session.run(net.global_step))
             saver.last_step = step if checkpoint else None
+            saver.progress = progress.Progress(train_dir, step)
             writer = tf1.summary.FileWriter(str(train_dir), session.graph if not checkpoint else None)
             try:
                 losses_here = _loop(config, session, net, saver, writer, train_indices,
@@ -266,7 +254,8 @@ def _run(config, train_dir, class_names, train_indices, val_indices, stop, log):
                 validation = None
                 if val_indices and not stop():
                     validation = _validate(config, session, net, writer, val_indices, class_names,
-                                           step, stop, log, train_dir=train_dir)
+                                           step, stop, log, train_dir=train_dir,
+                                           clock=saver.progress)
             finally:
                 writer.close()
     if stop():
@@ -291,6 +280,10 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
     start_step = step
     with stream:
         while step < config.max_steps and not stop():
+            if saver.progress.out_of_time(config.max_minutes):
+                log(f"time budget of {config.max_minutes:g} minutes used up at step {step} "
+                    f"of {config.max_steps}; stopping there")
+                break
             t0 = time.perf_counter()
             images, labels = next(stream)
             t_data = time.perf_counter() - t0
@@ -337,13 +330,17 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
             saver.maybe_save(step)
             if (config.eval_every_steps and val_indices and step % config.eval_every_steps == 0
                     and step < config.max_steps):
-                _validate(config, session, net, writer, val_indices, class_names, step, stop, log)
+                _validate(config, session, net, writer, val_indices, class_names, step, stop, log,
+                          clock=saver.progress)
     return losses_here
 
 
 def _validate(config, session, net, writer, val_indices, class_names, step, stop, log,
-              train_dir=None):
-    """A validation pass; the final one (``train_dir`` given) also writes metrics.json and PNGs."""
+              train_dir=None, clock=None):
+    """A validation pass; the final one (``train_dir`` given) also writes metrics.json and PNGs.
+
+    ``clock`` (a progress.Progress) adds the result to the learning curve.
+    """
     from fcn_tf1 import metrics, visualize
     pngs = []
 
@@ -366,6 +363,12 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
     log(f"validation at step {step} ({result['num_images']} images, "
         f"{result['seconds']:.1f} s):")
     log(metrics.format_table(result))
+    if clock is not None and not stop():
+        clock.validated(step, result, title=f"{config.backbone} {config.variant} width "
+                        f"{config.width}, batch {config.batch_size}, {config.optimizer} "
+                        f"{config.learning_rate:g}, {len(val_indices)} validation images")
+        log(f"learning curve ({len(clock.points)} points, {clock.seconds() / 60:.1f} training "
+            f"minutes): {clock.train_dir / progress.CURVE_PNG}")
     if train_dir is not None:
         rundir.write_json(train_dir / "metrics.json", dict(result, step=step))
         out_dir = train_dir / "predictions"

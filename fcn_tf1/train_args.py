@@ -9,6 +9,7 @@ import math
 import pathlib
 
 from fcn_tf1 import config as config_lib
+from fcn_tf1 import presets
 from fcn_tf1.errors import ConfigError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -17,13 +18,20 @@ DEFAULT_TRAIN_DIR = pathlib.Path("runs") / "default"
 D = config_lib.RunConfig()  # the defaults, shown in --help
 
 
+class _ExplicitNone(str):
+    """An option given as "none"/"full": distinct from None, which means "not given"."""
+
+
+EXPLICIT_NONE = _ExplicitNone("none")  # prints as "none", which parses back to itself
+
+
 def _optional_int(text):
-    return None if text.lower() in ("none", "full", "0") else int(text)
+    return EXPLICIT_NONE if text.lower() in ("none", "full", "0") else int(text)
 
 
 def _jitter(text):
     if text.lower() == "none":
-        return None
+        return EXPLICIT_NONE
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
@@ -59,15 +67,23 @@ def add_arguments(parser):
                            "(default: none)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--train-dir", type=pathlib.Path, default=DEFAULT_TRAIN_DIR,
+    run.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
+                     help="a named recipe for the full SIFT Flow (needs --data-dir or --data); "
+                          "options given explicitly win over it. " + presets.describe())
+    run.add_argument("--train-dir", type=pathlib.Path, default=None,
                      help="run directory: checkpoints, config.json, summaries, PNGs; an existing "
-                          "run there is resumed, never deleted (default: runs/default)")
+                          "run there is resumed, never deleted (default: runs/default, with "
+                          "--preset runs/PRESET)")
     length = run.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, default=None,
                         help=f"training steps in total (default {D.max_steps})")
     length.add_argument("--epochs", type=float, default=None,
                         help="training length in passes over the training images "
                              "(converted to --max-steps)")
+    run.add_argument("--max-minutes", type=float, default=None,
+                     help="wall-clock budget of the training in minutes, counted across "
+                          "restarts: at the limit the run saves, stops and is validated; "
+                          "0 = none (default 0)")
     run.add_argument("--batch-size", type=int, default=None,
                      help=f"images per step (default {D.batch_size})")
     run.add_argument("--seed", type=int, default=None,
@@ -164,11 +180,26 @@ def config_from_args(args):
     ``--data-dir`` must already have been turned into ``args.data`` (see
     ``resolve_data``); ``--epochs`` into ``args.max_steps``.
     """
-    given = {name: value for name, value in vars(args).items()
+    given = {name: (None if value is EXPLICIT_NONE else value)
+             for name, value in vars(args).items()
              if name in _FIELD_NAMES and value is not None}
     given["data"] = str(pathlib.Path(given.get("data", DEFAULT_DATA)).resolve())
     explicit = set(given) - ({"data"} if args.data is None else set())
     return config_lib.RunConfig(**given), explicit
+
+
+def apply_preset(args):
+    """Fills the options the command line left unset from ``--preset``; sets ``train_dir``."""
+    if args.preset is not None:
+        if args.data is None and args.data_dir is None:
+            raise ConfigError(f"--preset {args.preset} is a recipe for the full SIFT Flow: "
+                              "pass --data-dir ROOT (e.g. ../shared/siftflow) or --data FILE.h5")
+        for name, value in presets.options(args.preset).items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    if args.train_dir is None:
+        args.train_dir = (DEFAULT_TRAIN_DIR if args.preset is None
+                          else DEFAULT_TRAIN_DIR.parent / args.preset)
 
 
 def resolve_data(args, log=print):

@@ -241,11 +241,7 @@ def save_png(path, array):
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ValueError(f"save_png needs uint8, got dtype {array.dtype}")
-    if array.ndim == 2:
-        mode = "L"
-    elif array.ndim == 3 and array.shape[2] == 3:
-        mode = "RGB"
-    else:
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
         raise ValueError(f"save_png needs [H, W] or [H, W, 3], got shape {array.shape}")
     image = Image.fromarray(np.ascontiguousarray(array))  # uint8 infers 'L' or 'RGB'
     image.save(path, format="PNG")

@@ -73,3 +73,23 @@ def test_saved_file_is_plain_json(tmp_path):
     config_lib.save(config_lib.RunConfig(), tmp_path)
     values = json.loads((tmp_path / "config.json").read_text())
     assert values["variant"] == "fcn8s" and values["void_label"] == 255
+
+
+@pytest.mark.parametrize("argv, field, expected", [
+    (["--crop-size", "full"], "crop_size", None),
+    (["--crop-size", "96"], "crop_size", 96),
+    ([], "crop_size", config_lib.RunConfig().crop_size),
+    (["--scale-jitter", "none"], "scale_jitter", None),
+    (["--scale-jitter", "0.5,1.5"], "scale_jitter", (0.5, 1.5)),
+])
+def test_cli_none_values_are_explicit(argv, field, expected):
+    # "--crop-size full" asks for whole images: it must not fall back to the default crop
+    # (nor be left out of the explicit overrides of a resumed run).
+    import argparse
+    from fcn_tf1 import train_args
+    parser = argparse.ArgumentParser()
+    train_args.add_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg, explicit = train_args.config_from_args(args)
+    assert getattr(cfg, field) == expected
+    assert (field in explicit) == bool(argv)

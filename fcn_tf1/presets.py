@@ -1,0 +1,42 @@
+"""Named training recipes: ``python run_train.py --preset NAME --data-dir ROOT``.
+
+A preset is a set of training options, applied where the command line does
+not give them (an option given explicitly wins). The SIFT Flow presets are
+tuned for the full trainval split on this project's 2-core CPU machine: a
+fixed number of steps that fits the time budget there, and ``max_minutes``
+as a hard stop on slower machines (the run then stops early, saves and is
+evaluated as usual). Their measured results are in the README.
+"""
+from fcn_tf1.errors import ConfigError
+
+_SIFTFLOW_CPU = {
+    "variant": "fcn8s", "backbone": "compact", "width": 32,
+    "batch_size": 8, "crop_size": 128, "scale_jitter": (0.6, 1.25), "flip": True,
+    "optimizer": "adam", "learning_rate": 1e-3, "lr_schedule": "poly", "poly_power": 0.9,
+    "weight_decay": 1e-4,
+    "max_steps": 5400, "max_minutes": 60.0,
+    "eval_every_steps": 900, "save_every_steps": 450, "image_summary_every_steps": 450,
+    "log_every_steps": 50,
+}
+
+PRESETS = {
+    "siftflow-cpu-60min": dict(
+        _SIFTFLOW_CPU, class_weighting="none",
+        description="compact FCN-8s width 32, 128 px crops with scale jitter 0.6-1.25, "
+                    "Adam 1e-3 poly, 5400 steps of 8 images, at most 60 minutes"),
+    "siftflow-cpu-60min-balanced": dict(
+        _SIFTFLOW_CPU, class_weighting="median_frequency",
+        description="siftflow-cpu-60min with the class-balanced (median frequency) loss"),
+}
+
+
+def describe():
+    """One line per preset, for --help."""
+    return "; ".join(f"{name}: {preset['description']}" for name, preset in PRESETS.items())
+
+
+def options(name):
+    """The RunConfig fields preset ``name`` sets."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name}: unknown preset; choose one of {', '.join(PRESETS)}")
+    return {key: value for key, value in PRESETS[name].items() if key != "description"}
