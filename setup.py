@@ -20,9 +20,12 @@ setup(
         "scipy",  # reads SIFT Flow's MATLAB .mat label maps
         "pillow",  # JPEG/PNG decoding and the prediction PNGs
         "tqdm",  # progress bars on long work
+        "matplotlib",  # the learning-curve PNG of a run
     ],
     extras_require={
         "test": ["pytest"],
+        # only for `fcn-tf1 bench` (the PyTorch peer); the CPU build is what it measures
+        "bench": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["fcn-tf1=fcn_tf1.cli:main"]},
 )

@@ -244,6 +244,55 @@ def _run_export(args):
     return 0
 
 
+BENCH_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench"
+
+
+def _add_bench(subparsers):
+    p = subparsers.add_parser(
+        "bench", help="benchmarks: throughput vs Keras and PyTorch, FLOPs, pipeline, memory",
+        description="Training throughput of our graph path against the same network in Keras 3 "
+                    "(XLA off and on) and PyTorch (CPU; skipped where torch is not installed: "
+                    "pip install -e '.[bench]'), FLOPs against this machine's peak, input "
+                    "pipeline overhead, the two loss variants, evaluation speed, peak memory "
+                    "and the top ops of one traced step. Every figure is a median of interleaved "
+                    "rounds after warm-up; every framework gets the same thread counts. Needs "
+                    "the bench/ directory of a repository checkout (see BENCHMARKS.md).")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="5 rounds of one step, no vgg16, PyTorch channels_last only "
+                           "(meant to take under 3 minutes on 2 cores)")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny sizes, to check that every part runs; the figures mean nothing")
+    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads of every framework (default: the number of cores)")
+    p.add_argument("--inter-threads", type=int, default=None,
+                   help="inter-op threads of every framework (default: as --threads)")
+    p.add_argument("--data", type=pathlib.Path, default=None,
+                   help="HDF5 file from `fcn-tf1 prepare` (default: data/prepared/"
+                        "siftflow_trainval.h5 where it exists, else the embedded sample)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args):
+    from fcn_tf1.errors import ConfigError
+    if not (BENCH_DIR / "run_bench.py").is_file():
+        raise FcnError(f"{BENCH_DIR}: no run_bench.py; the benchmarks live in the bench/ "
+                       "directory of a repository checkout, not in the installed package")
+    if args.threads < 1 or (args.inter_threads is not None and args.inter_threads < 1):
+        raise ConfigError("--threads and --inter-threads must be at least 1")
+    args.inter_threads = args.inter_threads or args.threads
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    import run_bench
+    from fcn_tf1 import rundir
+    report = run_bench.run(args)
+    if args.json is not None:
+        rundir.write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fcn-tf1",
@@ -257,6 +306,7 @@ def build_parser():
     _add_predict(subparsers)
     _add_export(subparsers)
     _add_compare(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

@@ -96,7 +96,7 @@ def plot_curve(points, path, title=""):
     axes.set_ylim(0, 100)
     axes.set_xlim(0, 1.15 * max(minutes) if minutes else 1)  # room for the end labels
     axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize=9)
+    axes.legend(loc="upper left", fontsize=9)  # the curves stay below ~90 %
     if title:
         axes.set_title(title, fontsize=10)
     figure.tight_layout()
