@@ -26,7 +26,12 @@ EXPLICIT_NONE = _ExplicitNone("none")  # prints as "none", which parses back to 
 
 
 def _optional_int(text):
-    return EXPLICIT_NONE if text.lower() in ("none", "full", "0") else int(text)
+    if text.lower() in ("none", "full", "0"):
+        return EXPLICIT_NONE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'full', got {text!r}") from None
 
 
 def _jitter(text):
