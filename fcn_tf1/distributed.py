@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import batches, config as config_lib, graph, h5data, rundir, signals, summaries, train
-from fcn_tf1.errors import FcnError
+from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
 # A step that waits longer than this for its peers is cancelled and retried, so that a
@@ -99,6 +99,9 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
             stack.enter_context(rundir.TrainDirLock(train_dir))
         stop = stack.enter_context(signals.StopRequest())
         config, resuming = _replica_config(requested, train_dir, task, explicit, log)
+        if config.max_minutes:
+            raise ConfigError(f"--max-minutes {config.max_minutes:g}: not supported in a cluster "
+                              "(the tasks share no clock); use --max-steps")
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
             train_indices, val_indices = train._split(dataset, config.val_fraction)

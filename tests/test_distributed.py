@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf1 import cli, cluster, cluster_local, h5data, losses, model, towers
+from fcn_tf1 import cli, cluster, cluster_local, distributed, h5data, losses, model, towers
 from fcn_tf1 import config as config_lib
 from fcn_tf1.errors import ConfigError
 
@@ -262,3 +262,13 @@ def test_towers_train_and_eval(tmp_path):
                      "--log-every-steps", "1"] + TINY) == 0
     assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-3")
     assert cli.main(["eval", "--train-dir", str(train_dir)]) == 0
+
+
+def test_cluster_refuses_a_time_budget(tmp_path, default_data):
+    # the tasks share no clock: a budget would stop them at different steps
+    chief = cluster.task_from_tf_config(json.dumps({"cluster": CLUSTER,
+                                                        "task": {"type": "chief"}}))
+    requested = config_lib.RunConfig(data=str(default_data), max_minutes=5.0)
+    with pytest.raises(ConfigError, match="--max-minutes 5: not supported in a cluster"):
+        distributed.train_replica(requested, tmp_path / "run", chief, log=lambda *a: None)
+    assert not (tmp_path / "run" / ".lock").exists()
