@@ -34,10 +34,16 @@ def _kill_once(train_dir, max_steps, save_every, moment, rng, log):
     stale_lock = (train_dir / ".lock").exists()  # left by the previous, killed trainer
     trainer = Trainer(train_dir, "--max-steps", str(max_steps), "--save-every-steps",
                       str(save_every), "--max-to-keep", "3")
-    detail = moment
+    detail, in_flight = moment, None
     if moment == "mid-save":
         trainer.wait_line(r"^step \d+/", timeout=120)  # past start-up: the next partial file
-        partial = trainer.wait_partial_file()          # is a periodic checkpoint being written
+        for _ in range(3):                              # is a periodic checkpoint being written
+            partial = trainer.wait_partial_file()
+            in_flight = leftovers(train_dir) if partial else []
+            # a short-lived file (the state file's temp) can be gone by the second look:
+            # then wait for the next save rather than kill after the write
+            if in_flight or partial is None:
+                break
         detail = f"mid-save ({partial})" if partial else "mid-save (missed: none seen)"
     elif moment == "after-saved-line":
         trainer.wait_line(r"^saved ")
@@ -46,7 +52,8 @@ def _kill_once(train_dir, max_steps, save_every, moment, rng, log):
         trainer.wait_lines(r"^step \d+/", rng.randint(1, 6))  # the k-th step of this process
     else:
         time.sleep(rng.uniform(0.5, 9.0))  # start-up, restore, steps or saves
-    in_flight = leftovers(train_dir) if train_dir.exists() else []
+    if in_flight is None:
+        in_flight = leftovers(train_dir) if train_dir.exists() else []
     trainer.signal(signal.SIGKILL)
     status = trainer.wait()
     latest = check_checkpoints(train_dir) if train_dir.exists() else None
