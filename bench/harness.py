@@ -33,7 +33,7 @@ SAVED_LINE = re.compile(r"^saved (.*model\.ckpt-(\d+))$")
 RESTORED_LINE = re.compile(r"^restored (.*model\.ckpt-(\d+))$")
 # what TensorFlow (NAME.tempstate<digits>, NAME.tmp<hex>) and rundir.write_json (.NAME.json.*)
 # call a file they are still writing
-PARTIAL = re.compile(r"tempstate|\.tmp[0-9a-f]{32}$|^\.(config|metrics)\.json\.")
+PARTIAL = re.compile(r"tempstate|\.tmp[0-9a-f]{32}$|^\.(config|metrics|progress)\.json\.|\.png\.tmp$")
 
 
 class Trainer:

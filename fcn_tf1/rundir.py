@@ -116,7 +116,8 @@ class TrainDirLock:
 
 # What TensorFlow (``NAME.tempstate<digits>``, ``NAME.tmp<32 hex>``) and write_json
 # (``.NAME.<random>``) call a file before renaming it into place.
-_PARTIAL_FILE = re.compile(r".*\.tempstate\d*$|.*\.tmp[0-9a-f]{32}$|\.(config|metrics)\.json\..+$")
+_PARTIAL_FILE = re.compile(r".*\.tempstate\d*$|.*\.tmp[0-9a-f]{32}$|\.(config|metrics|progress)\.json\..+$"
+                           r"|learning_curve\.png\.tmp$")
 
 
 def remove_partial_files(train_dir):
