@@ -18,7 +18,7 @@ build exactly the layers our graph builds:
   on pool4, score_pool3 on pool3);
 * fusions: a learnable 2x transposed convolution initialised to bilinear
   interpolation (no bias), plus the next score layer;
-* the final fixed bilinear transposed convolution (8x, 16x or 32x).
+* the final fixed bilinear upsampling (8x, 16x or 32x; a resize, not a convolution).
 
 Every transposed convolution pads its input by one edge-replicated pixel and
 crops 1.5 * factor pixels from each side of its full output (fcn_tf1.layers).
@@ -178,10 +178,13 @@ def training_conv_flops(plan, batch, height, width):
     """FLOPs (2 per multiply-add) of the convolutions of one training step, counted analytically.
 
     Convolutions: forward, filter gradient, input gradient (not for the first
-    layer: nothing below it is trained). Transposed convolutions (on the input
-    padded by one pixel per side): forward and input gradient, and the filter
-    gradient when learnable. Counted like TensorFlow's op statistics, so the
-    sum must equal the profiler's Conv2D* float_ops of the step.
+    layer: nothing below it is trained). The learnable transposed convolutions
+    (on the input padded by one pixel per side): forward, input gradient and
+    filter gradient. The final fixed bilinear upsampling is not a convolution
+    in any of the three implementations (ours: ScaleAndTranslate, Keras:
+    UpSampling2D, PyTorch: F.interpolate; 4 multiply-adds per output value,
+    under 1 % of a step) and is not counted. Counted like TensorFlow's op
+    statistics, so the sum must equal the profiler's Conv2D* float_ops of the step.
 
     Returns:
         dict: ``forward``, ``backward`` and ``total`` (int).
@@ -194,12 +197,11 @@ def training_conv_flops(plan, batch, height, width):
             * conv.out_channels
         forward += flops
         backward += flops if conv.name == first else 2 * flops
-    for up in [f.upsample for f in plan.fusions] + [plan.final]:
+    for up in [f.upsample for f in plan.fusions]:
         h, w = height // up.stride_in, width // up.stride_in
         taps = 4 * up.channels * up.channels  # (2f / f)^2 taps per output and channel pair
         out_flops = 2 * batch * (h * up.factor) * (w * up.factor) * taps
         forward += out_flops
         backward += 2 * batch * (h + 2) * (w + 2) * up.factor ** 2 * taps  # input gradient
-        if up.learnable:
-            backward += out_flops
+        backward += out_flops  # filter gradient
     return {"forward": forward, "backward": backward, "total": forward + backward}

@@ -9,11 +9,11 @@
 Every layer follows fcn_spec.layer_plan: Conv2D (SAME, He init, L2 on the kernel
 of ``weight_decay / 2 * sum(w**2)``, i.e. ``weight_decay * tf.nn.l2_loss``),
 BatchNormalization (our epsilon and decay), ReLU, MaxPooling2D, Dropout, Add.
-The bilinear transposed convolutions are a small custom layer calling
+The learnable bilinear transposed convolutions are a small custom layer calling
 ``tf.nn.conv2d_transpose`` with our explicit cropping: ``keras.ops.conv_transpose``
-only offers 'valid' / 'same', and 'valid' plus Cropping2D would compute ~20%
-more FLOPs in the final 8x upsampling than our graph, so the peers would not
-run the same FLOPs. The optimizer is keras.optimizers.SGD with momentum and
+only offers 'valid' / 'same', and 'valid' plus Cropping2D would compute more
+FLOPs than our graph. The fixed final upsampling is Keras' bilinear
+UpSampling2D (the standard Keras way; the same map as ours, see build_model). The optimizer is keras.optimizers.SGD with momentum and
 keras' PolynomialDecay (the same schedule as tf.compat.v1.train.polynomial_decay).
 Requires the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
@@ -119,7 +119,10 @@ def build_model(plan, image_size, weight_decay=0.0):
         up = BilinearUpsample(fusion.upsample.factor, True, name=fusion.upsample.name)(score)
         skip = _block(keras, endpoints[fusion.source], fusion.score, plan, weight_decay)
         score = keras.layers.Add(name=f"fuse_{fusion.source}")([up, skip])
-    logits = BilinearUpsample(plan.final.factor, False, name=plan.final.name)(score)
+    # The fixed final upsampling: Keras' own bilinear UpSampling2D (tf.image.resize,
+    # half-pixel centres) is the same linear map as FCN's frozen bilinear deconvolution.
+    logits = keras.layers.UpSampling2D(plan.final.factor, interpolation="bilinear",
+                                       name=plan.final.name)(score)
     return keras.Model(images, logits, name="fcn")
 
 

@@ -11,8 +11,9 @@ k at stride 1), BatchNorm2d (our epsilon, momentum = 1 - our decay), ReLU,
 MaxPool2d(2, 2), Dropout, and the bilinear transposed convolutions as
 replicate-padding by one pixel (= TF's SYMMETRIC for one pixel) followed by
 ConvTranspose2d(2f, stride f, padding 3f/2) whose ``padding`` crops exactly
-what our explicit padding crops. The final upsampling kernel is a fixed
-buffer (no gradient), as in our graph. SGD with momentum (torch's momentum
+what our explicit padding crops. The fixed final upsampling is
+``F.interpolate(mode='bilinear', align_corners=False)``, the same linear map
+as FCN's frozen bilinear deconvolution (and ours). SGD with momentum (torch's momentum
 buffer update is TF1's MomentumOptimizer's), weight decay only on the
 convolution kernels (the gradient of ``weight_decay * tf.nn.l2_loss``), and
 PolynomialLR stepped once per step. ``torch`` is an optional dependency
@@ -85,7 +86,7 @@ class FCN(nn.Module):
             self.blocks[conv.name] = ConvBlock(conv, plan)
         self.upsamples = nn.ModuleDict(
             {up.name: BilinearUpsample(up)
-             for up in [f.upsample for f in plan.fusions] + [plan.final]})
+             for up in [f.upsample for f in plan.fusions]})
         self.dropout = nn.Dropout(plan.dropout_rate)
 
     def forward(self, images):
@@ -104,7 +105,8 @@ class FCN(nn.Module):
         for fusion in self.plan.fusions:
             score = (self.upsamples[fusion.upsample.name](score)
                      + self.blocks[fusion.score.name](endpoints[fusion.source]))
-        return self.upsamples[self.plan.final.name](score)
+        return F.interpolate(score, scale_factor=self.plan.final.factor, mode="bilinear",
+                             align_corners=False)
 
 
 def build_model(plan):

@@ -95,8 +95,7 @@ def forward(weights, images, variant="fcn8s"):
     if variant == "fcn8s":
         score = (_upsample_2x(weights, score, "upscore_pool4")
                  + _layer(weights, pools[3], "score_pool3"))
-    upscore = layers.upsample_fixed(score, FINAL_FACTOR[variant], "upscore")
-    return upscore[:, :height, :width, :]
+    return layers.upsample_fixed(score, FINAL_FACTOR[variant], "upscore", (height, width))
 
 
 class EagerFCN(tf.Module):

@@ -13,13 +13,14 @@ upsamples score_fr 32x; FCN-16s adds the 2x-upsampled score_fr to score_pool4
 and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
 As in the paper the 2x upsamplings (``upscore2``, ``upscore_pool4``) are
 learnable transposed convolutions initialised to bilinear interpolation and
-the final one is fixed bilinear interpolation. Score layers start at zero
+the final one is fixed bilinear interpolation (the paper's frozen bilinear
+deconvolution, computed per channel: see layers.upsample_fixed). Score layers start at zero
 (as FCN did), so the net starts from uniform class probabilities.
 
 Arbitrary image sizes: the normalised input is zero-padded at the bottom and
 right to a multiple of 32 (zero is the mean colour after normalisation), so
 every stride-s map is exactly the padded size / s, the skip maps line up
-without offsets, and the logits are cropped back to exactly [H, W]. Batch,
+without offsets, and the final upsampling returns exactly the [H, W] part. Batch,
 height and width may all be unknown when the graph is built.
 
 Backbones:
@@ -105,7 +106,8 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
         (logits, endpoints): logits as :func:`inference`; endpoints maps names
         ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr',
         'score_pool4', 'score_pool3', 'upscore') to float32 [B, h, w, c]
-        tensors of the padded input (post-ReLU activations for the convs).
+        tensors of the padded input (post-ReLU activations for the convs);
+        'upscore' is already cropped to [B, H, W, C].
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -126,8 +128,8 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
             _vgg16_backbone(x, is_training, endpoints)
         else:
             _compact_backbone(x, width, is_training, endpoints)
-        upscore = _fcn_head(endpoints, num_classes, variant)
-        logits = tf.identity(upscore[:, :height, :width_px, :], name="logits")
+        upscore = _fcn_head(endpoints, num_classes, variant, (height, width_px))
+        logits = tf.identity(upscore, name="logits")
     logits.set_shape(images.shape[:3].concatenate([num_classes]))
     return logits, endpoints
 
@@ -198,8 +200,12 @@ def _score(x, num_classes, name):
     return layers.conv2d(x, num_classes, 1, name, initializer=tf.compat.v1.zeros_initializer())
 
 
-def _fcn_head(endpoints, num_classes, variant):
-    """Score layers, learnable 2x upsamplings and skip fusions; returns the padded-size logits."""
+def _fcn_head(endpoints, num_classes, variant, size):
+    """Score layers, learnable 2x upsamplings and skip fusions; returns logits of ``size``.
+
+    The final fixed upsampling produces only the top-left ``size`` = (H, W) of
+    the padded map, i.e. it also crops the stride padding away.
+    """
     score = _score(endpoints["fc7"], num_classes, "score_fr")
     endpoints["score_fr"] = score
     if variant == "fcn32s":
@@ -214,7 +220,7 @@ def _fcn_head(endpoints, num_classes, variant):
             endpoints["score_pool3"] = score_pool3
             score = layers.upsample_learnable(score, 2, "upscore_pool4") + score_pool3
             final_factor = 8
-    upscore = layers.upsample_fixed(score, final_factor, "upscore")
+    upscore = layers.upsample_fixed(score, final_factor, "upscore", size)
     endpoints["upscore"] = upscore
     return upscore
 

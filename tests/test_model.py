@@ -95,6 +95,24 @@ def test_bilinear_upsampling_matches_image_resize(factor):
     np.testing.assert_allclose(got[1], got[2], atol=1e-5)
 
 
+def test_fixed_upsampling_equals_the_frozen_diagonal_transposed_convolution():
+    """upsample_fixed (ScaleAndTranslate) is FCN's frozen bilinear deconvolution, crop included."""
+    x_np = np.random.RandomState(3).randn(2, 4, 5, 6).astype(np.float32)
+    with seeded_graph():
+        x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 6])
+        kernel = tf.constant(layers.bilinear_kernel(8, 6))
+        deconv = layers._transpose_conv_upsample(x, kernel, 8, 6)
+        fixed = layers.upsample_fixed(x, 8, "fixed")
+        cropped = layers.upsample_fixed(x, 8, "cropped", size=(27, 33))
+        grads = [tf.gradients(tf.reduce_sum(y * y), x)[0] for y in (deconv, fixed)]
+        with tf.compat.v1.Session() as session:
+            got = session.run([deconv, fixed, cropped] + grads, {x: x_np})
+    assert got[1].shape == (2, 32, 40, 6) and got[2].shape == (2, 27, 33, 6)
+    np.testing.assert_allclose(got[1], got[0], atol=1e-5)
+    np.testing.assert_allclose(got[2], got[0][:, :27, :33], atol=1e-5)
+    np.testing.assert_allclose(got[4], got[3], rtol=1e-5, atol=1e-4)
+
+
 def test_bilinear_kernel_is_caffe_upsample_filt():
     np.testing.assert_allclose(layers.bilinear_kernel_1d(2), [0.25, 0.75, 0.75, 0.25])
     kernel = layers.bilinear_kernel(2, 3)
