@@ -98,6 +98,9 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     balanced = train_args.config_from_args(
         _parse(["--preset", "siftflow-cpu-60min-balanced", "--data", str(SAMPLE)]))[0]
     assert balanced.class_weighting == "median_frequency"
+    # The balanced preset is kept as measured (scale jitter, 5400 steps); the other has none.
+    assert balanced.scale_jitter == (0.6, 1.25) and balanced.max_steps == 5400
+    assert config.scale_jitter is None and config.crop_size == 128
     assert _parse([]).train_dir == pathlib.Path("runs") / "default"
 
 
