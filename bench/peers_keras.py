@@ -13,8 +13,9 @@ The learnable bilinear transposed convolutions are a small custom layer calling
 ``tf.nn.conv2d_transpose`` with our explicit cropping: ``keras.ops.conv_transpose``
 only offers 'valid' / 'same', and 'valid' plus Cropping2D would compute more
 FLOPs than our graph. The fixed final upsampling is Keras' bilinear
-UpSampling2D (the standard Keras way; the same map as ours, see build_model). The optimizer is keras.optimizers.SGD with momentum and
-keras' PolynomialDecay (the same schedule as tf.compat.v1.train.polynomial_decay).
+UpSampling2D (the standard Keras way; the same map as ours, see build_model).
+The optimizer is keras.optimizers.SGD with momentum and keras' PolynomialDecay
+(the same schedule as tf.compat.v1.train.polynomial_decay).
 Requires the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
 import numpy as np

@@ -246,7 +246,7 @@ def upsample_fixed(x, factor, name, size=None):
     [2f, 2f, C, C] diagonal bilinear kernel (what :func:`upsample_learnable`
     starts as; tests/test_model.py checks the two agree), but a diagonal kernel
     spends C times the multiply-adds on zeros: at 256x256, batch 8 and C = 33
-    the dense version was ~22 % of a whole training step's FLOPs and ~330 ms of
+    the dense version was ~23 % of a whole training step's FLOPs and ~330 ms of
     forward + backward on this project's 2-core CPU. The same linear map is
     computed per channel by ``ScaleAndTranslate`` (the op behind
     ``tf.image.resize(..., antialias=True)``) with the triangle (bilinear)
