@@ -53,17 +53,20 @@ def _layers():
             return x
 
     class BilinearUpsample(keras.layers.Layer):
-        """x ``factor`` bilinear transposed convolution, exactly fcn_tf1.layers' (see module doc)."""
+        """The learnable x ``factor`` bilinear transposed convolution, exactly fcn_tf1.layers'.
 
-        def __init__(self, factor, learnable, **kwargs):
+        (See the module doc; the fixed final upsampling is a resize, not this layer.)
+        """
+
+        def __init__(self, factor, **kwargs):
             super().__init__(**kwargs)
-            self.factor, self.learnable = int(factor), bool(learnable)
+            self.factor = int(factor)
 
         def build(self, input_shape):
             channels = int(input_shape[-1])
             kernel = our_layers.bilinear_kernel(self.factor, channels)
             self.kernel = self.add_weight(
-                name="kernel", shape=kernel.shape, trainable=self.learnable,
+                name="kernel", shape=kernel.shape, trainable=True,
                 initializer=keras.initializers.Constant(kernel))
 
         def call(self, x):
@@ -117,7 +120,7 @@ def build_model(plan, image_size, weight_decay=0.0):
         x = keras.layers.Dropout(plan.dropout_rate, name=conv.name + "_dropout")(x)
     score = _block(keras, x, plan.score_fr, plan, weight_decay)
     for fusion in plan.fusions:
-        up = BilinearUpsample(fusion.upsample.factor, True, name=fusion.upsample.name)(score)
+        up = BilinearUpsample(fusion.upsample.factor, name=fusion.upsample.name)(score)
         skip = _block(keras, endpoints[fusion.source], fusion.score, plan, weight_decay)
         score = keras.layers.Add(name=f"fuse_{fusion.source}")([up, skip])
     # The fixed final upsampling: Keras' own bilinear UpSampling2D (tf.image.resize,

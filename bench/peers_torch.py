@@ -53,7 +53,10 @@ class ConvBlock(nn.Module):
 
 
 class BilinearUpsample(nn.Module):
-    """x ``factor`` bilinear transposed convolution, exactly fcn_tf1.layers' (see module doc)."""
+    """The learnable x ``factor`` bilinear transposed convolution, exactly fcn_tf1.layers'.
+
+    (See the module doc; the fixed final upsampling is a resize, not this layer.)
+    """
 
     def __init__(self, upsample):
         super().__init__()
@@ -61,10 +64,7 @@ class BilinearUpsample(nn.Module):
         # ours: [2f, 2f, out, in]; torch's transposed convolution weight: [in, out, 2f, 2f]
         kernel = torch.from_numpy(
             our_layers.bilinear_kernel(f, upsample.channels).transpose(3, 2, 0, 1).copy())
-        if upsample.learnable:
-            self.weight = nn.Parameter(kernel)
-        else:
-            self.register_buffer("weight", kernel)
+        self.weight = nn.Parameter(kernel)
         self.factor = f
 
     def forward(self, x):
