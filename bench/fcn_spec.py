@@ -123,13 +123,13 @@ def _backbone_stages(spec):
         return stages, model.VGG16_FC_CHANNELS, 7
     stages = [[(f"conv{s}_{i}", mult * spec.width) for i in range(1, convs + 1)]
               for s, (convs, mult) in enumerate(
-                  zip(model.COMPACT_CONVS_PER_STAGE, model.COMPACT_STAGE_MULTIPLIERS), 1)]
+                  zip(model.CONVS_PER_STAGE[spec.backbone], model.COMPACT_STAGE_MULTIPLIERS), 1)]
     return stages, model.COMPACT_FC_MULTIPLIER * spec.width, 3
 
 
 def layer_plan(spec):
     """The Plan of ``spec``'s network (see the module docstring)."""
-    compact = spec.backbone == "compact"
+    compact = spec.backbone != "vgg16"  # batch norm, no conv bias
     conv = dict(bias=not compact, batch_norm=compact, relu=True, zero_init=False)
     stage_specs, fc_channels, fc_kernel = _backbone_stages(spec)
     stages, channels, stride = [], 3, 1

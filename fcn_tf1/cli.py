@@ -62,7 +62,7 @@ def _add_compare(subparsers):
     p.add_argument("--seed", type=int, default=0, help="graph seed for the initial weights")
     p.add_argument("--variant", choices=("fcn32s", "fcn16s", "fcn8s"), default="fcn8s",
                    help="FCN head (default: fcn8s)")
-    p.add_argument("--backbone", choices=("compact", "vgg16"), default="compact",
+    p.add_argument("--backbone", choices=("compact", "vgg_bn", "vgg16"), default="compact",
                    help="backbone, randomly initialised (default: compact)")
     p.add_argument("--width", type=int, default=32,
                    help="channel multiplier of the compact backbone (default: 32)")

@@ -22,7 +22,7 @@ from fcn_tf1.rundir import write_json
 CONFIG_NAME = "config.json"
 
 VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
-BACKBONES = ("compact", "vgg16")
+BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "step", "constant")
@@ -44,7 +44,8 @@ class RunConfig:
 
     Model: ``num_classes``, ``variant`` (fcn8s/16s/32s), ``backbone``
     (compact/vgg16), ``width`` (compact width multiplier), ``vgg16_weights``
-    (optional Keras VGG16 HDF5 file to start from).
+    (optional Keras VGG16 HDF5 file to start from), ``dropout`` (rate after
+    fc6/fc7 in training; None = the backbone's default, 0.3 compact, 0.5 vgg16).
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
     ``class_weighting`` and the resulting ``class_weights`` (stored, so a
     resumed run uses exactly the same weights).
@@ -64,6 +65,7 @@ class RunConfig:
     backbone: str = "compact"
     width: int = 16
     vgg16_weights: Optional[str] = None
+    dropout: Optional[float] = None
     # loss
     loss_variant: str = "reshape"
     void_label: int = 255
@@ -148,6 +150,10 @@ def _problems(cfg):
             out.append(f"scale_jitter={cfg.scale_jitter} must be (min, max) with 0.1 <= min <= max <= 10")
     if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
+    if cfg.dropout is not None and (isinstance(cfg.dropout, bool)
+                                    or not isinstance(cfg.dropout, (int, float))
+                                    or not 0.0 <= cfg.dropout < 1.0):
+        out.append(f"dropout={cfg.dropout!r} must be in [0, 1) or None (the backbone's default)")
     if cfg.vgg16_weights is not None and cfg.backbone != "vgg16":
         out.append("vgg16_weights needs backbone='vgg16'")
     # NaN passes every comparison above, and the graph takes integers as int32/int64 constants
@@ -213,6 +219,10 @@ def from_dict(values, source="config"):
         if kwargs.get(name) is not None and (isinstance(kwargs[name], bool)
                                              or not isinstance(kwargs[name], int)):
             raise ConfigError(f"{source}: {name} must be an integer or null")
+    if kwargs.get("dropout") is not None:
+        if isinstance(kwargs["dropout"], bool) or not isinstance(kwargs["dropout"], (int, float)):
+            raise ConfigError(f"{source}: dropout must be a number or null")
+        kwargs["dropout"] = _as_float(kwargs["dropout"], source, "dropout")
     for name in ("vgg16_weights",):
         if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
             raise ConfigError(f"{source}: {name} must be a string or null")

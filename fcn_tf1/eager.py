@@ -77,9 +77,10 @@ def forward(weights, images, variant="fcn8s"):
     """
     if variant not in FINAL_FACTOR:
         raise ValueError(f"variant must be one of {tuple(FINAL_FACTOR)}, got {variant!r}")
-    backbone = "compact" if f"{SCOPE}conv1_1/gamma" in weights else "vgg16"
-    convs_per_stage = (model.COMPACT_CONVS_PER_STAGE if backbone == "compact"
-                       else [len(stage) for stage in model.VGG16_STAGES])
+    backbone = "compact" if f"{SCOPE}conv1_1/gamma" in weights else "vgg16"  # same input for vgg_bn
+    # the checkpoint's own layers: conv{s}_1, conv{s}_2, ... as far as they exist
+    convs_per_stage = [sum(1 for name in weights if name.startswith(f"{SCOPE}conv{stage}_")
+                           and name.endswith("/weights")) for stage in range(1, 6)]
     x, height, width = model._pad_to_stride(
         model._preprocess(tf.cast(images, tf.float32), backbone))
     pools = {}

@@ -113,7 +113,8 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
             updates_before = len(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS))
             logits = model.inference(image_parts[i], num_classes=config.num_classes,
                                      variant=config.variant, backbone=config.backbone,
-                                     width=config.width, is_training=is_training)
+                                     width=config.width, dropout=config.dropout,
+                                     is_training=is_training)
             data_loss = losses.loss(logits, label_parts[i], num_classes=config.num_classes,
                                     void_label=config.void_label, class_weights=class_weights,
                                     variant=config.loss_variant)

@@ -117,10 +117,14 @@ def add_arguments(parser):
     net.add_argument("--variant", choices=config_lib.VARIANTS, default=None,
                      help=f"FCN head (default {D.variant})")
     net.add_argument("--backbone", choices=config_lib.BACKBONES, default=None,
-                     help=f"compact: CPU-sized VGG-style net with batch norm; vgg16: the VGG16 "
-                          f"layers (default {D.backbone})")
+                     help=f"compact: CPU-sized VGG-style net with batch norm, 8 convs; vgg_bn: "
+                          f"the same with VGG16's 13 convs; vgg16: the VGG16 layers "
+                          f"(default {D.backbone})")
     net.add_argument("--width", type=int, default=None,
-                     help=f"width multiplier of the compact backbone (default {D.width})")
+                     help=f"width multiplier of the compact and vgg_bn backbones (default {D.width})")
+    net.add_argument("--dropout", type=float, default=None, metavar="RATE",
+                     help="dropout rate after fc6 and fc7 in training, 0 for none (default: "
+                          "the backbone's, 0.3 compact, 0.5 vgg16)")
     net.add_argument("--vgg16-weights", type=str, default=None,
                      help="Keras VGG16 HDF5 weights (..._tf_kernels.h5 or _notop.h5) to start "
                           "the vgg16 backbone from")

@@ -8,7 +8,7 @@ from fcn_tf1.errors import ConfigError
 
 
 def test_round_trip(tmp_path):
-    cfg = config_lib.RunConfig(width=8, crop_size=None, scale_jitter=(0.75, 1.25),
+    cfg = config_lib.RunConfig(width=8, crop_size=None, scale_jitter=(0.75, 1.25), dropout=0.0,
                                class_weights=tuple(float(i) for i in range(33)))
     config_lib.save(cfg, tmp_path)
     assert config_lib.load(tmp_path) == cfg
@@ -21,6 +21,8 @@ def test_round_trip(tmp_path):
     ({"scale_jitter": (1.5, 0.5)}, "scale_jitter"),
     ({"class_weights": (1.0, 2.0)}, "class_weights"),
     ({"void_label": 3}, "void_label"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"dropout": -0.1}, "dropout"),
 ])
 def test_invalid_values_are_config_errors(changes, words):
     with pytest.raises(ConfigError, match=words):
@@ -35,6 +37,7 @@ def test_invalid_values_are_config_errors(changes, words):
     ('{"learning_rate": -1}', "learning_rate"),
     ('[1, 2]', "expected a JSON object"),
     ('{"crop_size": 12.5}', "crop_size must be an integer or null"),
+    ('{"dropout": "0.3"}', "dropout must be a number or null"),
 ])
 def test_bad_config_json_names_the_file(tmp_path, text, words):
     (tmp_path / "config.json").write_text(text)
@@ -81,6 +84,8 @@ def test_saved_file_is_plain_json(tmp_path):
     ([], "crop_size", config_lib.RunConfig().crop_size),
     (["--scale-jitter", "none"], "scale_jitter", None),
     (["--scale-jitter", "0.5,1.5"], "scale_jitter", (0.5, 1.5)),
+    (["--dropout", "0"], "dropout", 0.0),
+    ([], "dropout", None),
 ])
 def test_cli_none_values_are_explicit(argv, field, expected):
     # "--crop-size full" asks for whole images: it must not fall back to the default crop

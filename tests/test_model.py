@@ -41,6 +41,7 @@ def random_images(shape, seed=0):
 
 @pytest.mark.parametrize("backbone, width, sizes", [
     ("compact", 4, [(2, 250, 333), (1, 64, 64), (1, 31, 45)]),
+    ("vgg_bn", 2, [(1, 64, 64), (1, 31, 45)]),
     ("vgg16", None, [(1, 40, 50), (2, 64, 64)]),
 ])
 def test_output_shapes_every_variant(backbone, width, sizes):
@@ -60,6 +61,15 @@ def test_output_shapes_every_variant(backbone, width, sizes):
                     for variant, value in session.run(logits, feed).items():
                         assert value.shape == (batch, height, width_px, C), variant
                         assert np.all(np.isfinite(value))
+
+
+@pytest.mark.parametrize("backbone, convs", [("compact", 8), ("vgg_bn", 13)])
+def test_backbone_depths(backbone, convs):
+    with seeded_graph():
+        model.inference(tf.zeros([1, 32, 32, 3]), backbone=backbone, width=2)
+        kernels = [v.op.name for v in tf.compat.v1.global_variables()
+                   if v.op.name.startswith("fcn/conv") and v.op.name.endswith("/weights")]
+    assert len(kernels) == convs, kernels
 
 
 def test_static_shape_is_kept_and_python_bool_training():
@@ -180,6 +190,31 @@ def test_dropout_masks_follow_the_checkpointed_step_counter():
             assert session.run(counter) == 0  # only training steps advance it
     assert not np.array_equal(first, second)
     np.testing.assert_array_equal(first, again)
+
+
+def test_dropout_rate_zero_removes_dropout_and_a_rate_changes_the_masks():
+    """dropout=0 trains without masks (same fc7 at every step); a rate is applied as given."""
+    def fc7_twice(dropout):
+        with seeded_graph():
+            images, is_training = placeholders()
+            _, endpoints = model.inference_endpoints(images, width=2, is_training=is_training,
+                                                     dropout=dropout)
+            update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+            feed = {images: random_images((2, 32, 32, 3)), is_training: True}
+            with tf.compat.v1.Session() as session:
+                session.run(tf.compat.v1.global_variables_initializer())
+                first, _ = session.run([endpoints["fc7"], update_ops], feed)
+                second = session.run(endpoints["fc7"], feed)
+        return first, second
+
+    first, second = fc7_twice(0.0)
+    np.testing.assert_array_equal(first, second)
+    first, second = fc7_twice(0.9)
+    assert not np.array_equal(first, second)
+    kept = np.mean(first != 0)  # after ReLU about half are zero already; 0.9 drops most of the rest
+    assert 0.0 < kept < 0.2
+    with pytest.raises(ValueError, match="dropout"):
+        model.inference(tf.zeros([1, 32, 32, 3]), width=2, dropout=1.0)
 
 
 def test_initialisation_is_deterministic_given_the_graph_seed():

@@ -67,14 +67,15 @@ def test_eager_logits_equal_graph_logits(trained_run, real_images, height, width
     np.testing.assert_array_equal(traced.argmax(-1), expected.argmax(-1))
 
 
-@pytest.mark.parametrize("variant", model.VARIANTS)
-def test_other_variants_from_a_saver_checkpoint(tmp_path, real_images, variant):
+@pytest.mark.parametrize("variant, backbone", [(v, "compact") for v in model.VARIANTS]
+                         + [("fcn8s", "vgg_bn")])
+def test_other_variants_from_a_saver_checkpoint(tmp_path, real_images, variant, backbone):
     """Random (non-zero) weights everywhere, saved by a plain tf.compat.v1.train.Saver."""
     images = real_images[:2, :96, :80]
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(1)
         inputs = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
-        logits = model.inference(inputs, variant=variant, width=4)
+        logits = model.inference(inputs, variant=variant, backbone=backbone, width=4)
         variables = tf.compat.v1.global_variables()
         rng = np.random.default_rng(0)
         with tf.compat.v1.Session() as session:
