@@ -65,7 +65,7 @@ def _add_compare(subparsers):
     p.add_argument("--backbone", choices=("compact", "vgg_bn", "vgg16"), default="compact",
                    help="backbone, randomly initialised (default: compact)")
     p.add_argument("--width", type=int, default=32,
-                   help="channel multiplier of the compact backbone (default: 32)")
+                   help="channel multiplier of the compact and vgg_bn backbones (default: 32)")
     p.set_defaults(func=_run_compare)
 
 

@@ -43,7 +43,7 @@ class RunConfig:
     """Everything a run needs; saved as config.json next to the checkpoints.
 
     Model: ``num_classes``, ``variant`` (fcn8s/16s/32s), ``backbone``
-    (compact/vgg16), ``width`` (compact width multiplier), ``vgg16_weights``
+    (compact/vgg_bn/vgg16), ``width`` (their width multiplier), ``vgg16_weights``
     (optional Keras VGG16 HDF5 file to start from), ``dropout`` (rate after
     fc6/fc7 in training; None = the backbone's default, 0.3 compact, 0.5 vgg16).
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
