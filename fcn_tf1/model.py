@@ -72,9 +72,8 @@ VGG16_MEAN_BGR = (103.939, 116.779, 123.68)
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VGG16_FC_CHANNELS = 4096
-COMPACT_CONVS_PER_STAGE = (1, 1, 2, 2, 2)
 # convs per stage of the width-scaled backbones with batch norm
-CONVS_PER_STAGE = {"compact": COMPACT_CONVS_PER_STAGE, "vgg_bn": (2, 2, 3, 3, 3)}
+CONVS_PER_STAGE = {"compact": (1, 1, 2, 2, 2), "vgg_bn": (2, 2, 3, 3, 3)}
 COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
 COMPACT_FC_MULTIPLIER = 16
 DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3, "vgg_bn": 0.3}
