@@ -27,6 +27,7 @@ LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency")
+MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # as model.inference checks
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 
 # Fields a resumed run may change: they do not alter the graph, the variables,
@@ -45,7 +46,9 @@ class RunConfig:
     Model: ``num_classes``, ``variant`` (fcn8s/16s/32s), ``backbone``
     (compact/vgg_bn/vgg16), ``width`` (their width multiplier), ``vgg16_weights``
     (optional Keras VGG16 HDF5 file to start from), ``dropout`` (rate after
-    fc6/fc7 in training; None = the backbone's default, 0.3 compact, 0.5 vgg16).
+    fc6/fc7 in training; None = the backbone's default, 0.3 compact, 0.5 vgg16),
+    ``input_scale`` (the net runs on images resampled by this factor, its
+    logits are upsampled back: 0.5 sees a 256x256 image at 128x128).
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
     ``class_weighting`` and the resulting ``class_weights`` (stored, so a
     resumed run uses exactly the same weights).
@@ -66,6 +69,7 @@ class RunConfig:
     width: int = 16
     vgg16_weights: Optional[str] = None
     dropout: Optional[float] = None
+    input_scale: float = 1.0
     # loss
     loss_variant: str = "reshape"
     void_label: int = 255
@@ -154,6 +158,10 @@ def _problems(cfg):
                                     or not isinstance(cfg.dropout, (int, float))
                                     or not 0.0 <= cfg.dropout < 1.0):
         out.append(f"dropout={cfg.dropout!r} must be in [0, 1) or None (the backbone's default)")
+    if (isinstance(cfg.input_scale, bool) or not isinstance(cfg.input_scale, (int, float))
+            or not MIN_INPUT_SCALE <= cfg.input_scale <= MAX_INPUT_SCALE):
+        out.append(f"input_scale={cfg.input_scale!r} must be in "
+                   f"[{MIN_INPUT_SCALE}, {MAX_INPUT_SCALE}]")
     if cfg.vgg16_weights is not None and cfg.backbone != "vgg16":
         out.append("vgg16_weights needs backbone='vgg16'")
     # NaN passes every comparison above, and the graph takes integers as int32/int64 constants

@@ -1,8 +1,10 @@
 """The trained FCN's forward pass in plain TensorFlow 2 (eager or tf.function), no compat.v1.
 
     load_weights(checkpoint)                     -> {checkpoint name: tf.Variable}
-    forward(weights, images, variant='fcn8s')    -> logits float32 [B, H, W, C]
-    EagerFCN(checkpoint, variant='fcn8s')        a tf.Module; model(images) runs a tf.function
+    forward(weights, images, variant='fcn8s', input_scale=1.0)
+                                                 -> logits float32 [B, H, W, C]
+    EagerFCN(checkpoint, variant='fcn8s', input_scale=1.0)
+                                                 a tf.Module; model(images) runs a tf.function
     EagerFCN.from_run(train_dir, checkpoint=None)   the architecture read from config.json
 
 The way off ``tf.compat.v1`` for a model trained by this package. A TF1 Saver
@@ -11,7 +13,7 @@ graph, by the variable names model.py creates (``fcn/conv1_1/weights``,
 ``fcn/conv1_1/gamma`` .. ``moving_variance``, ``fcn/score_fr/biases``,
 ``fcn/upscore2/weights``, ...; optimizer slots and ``fcn/dropout_counter`` are
 left out). The computation is ``model.inference(..., is_training=False)``'s:
-the same preprocessing and padding to a multiple of 32 (model.py), pooling and
+the same preprocessing, input rescaling and padding to a multiple of 32 (model.py), pooling and
 bilinear transposed-convolution upsampling (layers.py), batch norm with its
 moving averages, no dropout. Both backbones and all three variants; the
 backbone and the number of classes follow from the weights themselves.
@@ -64,13 +66,14 @@ def _upsample_2x(weights, x, name):
     return layers._transpose_conv_upsample(x, weights[f"{SCOPE}{name}/weights"], 2, x.shape[-1])
 
 
-def forward(weights, images, variant="fcn8s"):
+def forward(weights, images, variant="fcn8s", input_scale=1.0):
     """Unscaled logits of the FCN whose variables are ``weights``; runs eagerly or traced.
 
     Args:
         weights: dict from :func:`load_weights`.
         images: [B, H, W, 3] raw RGB 0..255 (any real dtype; any H, W).
         variant: 'fcn32s', 'fcn16s' or 'fcn8s', as the run was trained.
+        input_scale: the run's input_scale (config.json; not in the checkpoint).
 
     Returns:
         float32 [B, H, W, num_classes], equal to ``model.inference(..., is_training=False)``.
@@ -81,8 +84,11 @@ def forward(weights, images, variant="fcn8s"):
     # the checkpoint's own layers: conv{s}_1, conv{s}_2, ... as far as they exist
     convs_per_stage = [sum(1 for name in weights if name.startswith(f"{SCOPE}conv{stage}_")
                            and name.endswith("/weights")) for stage in range(1, 6)]
-    x, height, width = model._pad_to_stride(
-        model._preprocess(tf.cast(images, tf.float32), backbone))
+    x = model._preprocess(tf.cast(images, tf.float32), backbone)
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    if input_scale != 1.0:
+        x = layers.rescale(x, input_scale, "input_scale")
+    x, _, _ = model._pad_to_stride(x)
     pools = {}
     for stage, convs in enumerate(convs_per_stage, start=1):
         for index in range(1, convs + 1):
@@ -96,7 +102,8 @@ def forward(weights, images, variant="fcn8s"):
     if variant == "fcn8s":
         score = (_upsample_2x(weights, score, "upscore_pool4")
                  + _layer(weights, pools[3], "score_pool3"))
-    return layers.upsample_fixed(score, FINAL_FACTOR[variant], "upscore", (height, width))
+    return layers.upsample_fixed(score, FINAL_FACTOR[variant] / input_scale, "upscore",
+                                 (height, width))
 
 
 class EagerFCN(tf.Module):
@@ -105,11 +112,13 @@ class EagerFCN(tf.Module):
     Args:
         checkpoint: checkpoint prefix of a run trained by this package.
         variant: the run's FCN variant ('fcn8s', 'fcn16s', 'fcn32s').
+        input_scale: the run's input_scale.
     """
 
-    def __init__(self, checkpoint, variant="fcn8s"):
+    def __init__(self, checkpoint, variant="fcn8s", input_scale=1.0):
         super().__init__(name="eager_fcn")
         self.variant = variant
+        self.input_scale = float(input_scale)
         self.weights = load_weights(checkpoint)
         self.num_classes = int(self.weights[f"{SCOPE}score_fr/weights"].shape[-1])
 
@@ -117,9 +126,10 @@ class EagerFCN(tf.Module):
     def from_run(cls, train_dir, checkpoint=None):
         """The run in ``train_dir`` (its config.json, its latest or the given checkpoint)."""
         config = config_lib.load(train_dir)
-        return cls(trained.find_checkpoint(train_dir, checkpoint), variant=config.variant)
+        return cls(trained.find_checkpoint(train_dir, checkpoint), variant=config.variant,
+                   input_scale=config.input_scale)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def __call__(self, images):
         """float32 [B, H, W, 3] RGB 0..255 -> float32 logits [B, H, W, num_classes]."""
-        return forward(self.weights, images, self.variant)
+        return forward(self.weights, images, self.variant, self.input_scale)

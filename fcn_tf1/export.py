@@ -38,7 +38,8 @@ def export(train_dir, out_dir, checkpoint=None):
             images = tf1.placeholder(tf.uint8, [None, None, None, 3], name="images")
             logits = model.inference(tf.cast(images, tf.float32), num_classes=config.num_classes,
                                      variant=config.variant, backbone=config.backbone,
-                                     width=config.width, dropout=config.dropout, is_training=False)
+                                     width=config.width, dropout=config.dropout,
+                                     input_scale=config.input_scale, is_training=False)
             classes = tf.cast(tf.argmax(logits, axis=-1), tf.int32, name="classes")
             probabilities = tf.nn.softmax(logits, name="probabilities")
             with tf1.Session() as session:

@@ -40,7 +40,7 @@ def build_inference_graph(config):
     is_training = tf1.placeholder_with_default(False, [], name="is_training")
     logits = model.inference(images, num_classes=config.num_classes, variant=config.variant,
                              backbone=config.backbone, width=config.width, dropout=config.dropout,
-                             is_training=is_training)
+                             input_scale=config.input_scale, is_training=is_training)
     return InferenceGraph(images=images, is_training=is_training, logits=logits,
                           predictions=losses.predictions(logits),
                           probabilities=losses.probabilities(logits))

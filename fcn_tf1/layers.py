@@ -223,7 +223,8 @@ def upsample_learnable(x, factor, name):
 
     Args:
         x: float32 [B, h, w, C] with a static C.
-        factor: even int upsampling factor.
+        factor: upsampling factor (an even int for the FCN heads; a model run
+            at ``input_scale`` s upsamples by the head's factor / s).
         name: variable scope; the kernel is ``name/weights`` [2f, 2f, C, C], no bias.
 
     Returns:
@@ -261,7 +262,8 @@ def upsample_fixed(x, factor, name, size=None):
 
     Args:
         x: float32 [B, h, w, C] with a static C.
-        factor: even int upsampling factor.
+        factor: upsampling factor (an even int for the FCN heads; a model run
+            at ``input_scale`` s upsamples by the head's factor / s).
         name: name scope.
         size: optional (height, width) ints or scalar int tensors, at most
             (f*h, f*w): the top-left part of the upsampled map to return.
@@ -273,10 +275,28 @@ def upsample_fixed(x, factor, name, size=None):
     with tf.name_scope(name):
         if size is None:
             shape = tf.shape(x)
-            size = (shape[1] * factor, shape[2] * factor)
+            size = (shape[1] * int(factor), shape[2] * int(factor))
         y = tf.raw_ops.ScaleAndTranslate(
             images=x, size=tf.stack([size[0], size[1]]),
             scale=tf.constant([factor, factor], tf.float32),
             translation=tf.zeros([2], tf.float32), kernel_type="triangle", antialias=False)
     y.set_shape([x.shape[0], None, None, channels])
+    return y
+
+
+def rescale(x, scale, name):
+    """Resamples ``x`` [B, H, W, C] by ``scale`` (bilinear, antialiased) to [B, ceil(sH), ceil(sW), C].
+
+    The same ``ScaleAndTranslate`` op and half-pixel convention as
+    :func:`upsample_fixed`, with the triangle kernel widened by 1/scale when
+    shrinking (antialiasing, like Pillow's bilinear resize), so a map
+    downscaled by s and upsampled by f / s lines up with the input pixel grid.
+    """
+    with tf.name_scope(name):
+        shape = tf.shape(x)
+        size = tf.cast(tf.math.ceil(tf.cast(shape[1:3], tf.float32) * scale), tf.int32)
+        y = tf.raw_ops.ScaleAndTranslate(
+            images=x, size=size, scale=tf.constant([scale, scale], tf.float32),
+            translation=tf.zeros([2], tf.float32), kernel_type="triangle", antialias=True)
+    y.set_shape([x.shape[0], None, None, x.shape[-1]])
     return y

@@ -1,7 +1,8 @@
 """inference(): the fully convolutional network, raw RGB in, unscaled per-pixel logits out.
 
     inference(images, num_classes=33, variant='fcn8s', backbone='compact',
-              width=32, is_training=False)          -> logits float32 [B, H, W, C]
+              width=32, is_training=False, dropout=None,
+              input_scale=1.0)                      -> logits float32 [B, H, W, C]
     inference_endpoints(...)                          -> (logits, {name: tensor})
     weight_decay_loss(scope='fcn')                    -> scalar: sum of l2_loss of conv kernels
     load_vgg16_weights(session, h5_path)              (see vgg16_weights.py)
@@ -22,6 +23,13 @@ right to a multiple of 32 (zero is the mean colour after normalisation), so
 every stride-s map is exactly the padded size / s, the skip maps line up
 without offsets, and the final upsampling returns exactly the [H, W] part. Batch,
 height and width may all be unknown when the graph is built.
+
+Input scale: with ``input_scale`` s != 1 the (normalised) images are first
+resampled by s (antialiased bilinear, layers.rescale) and the final fixed
+upsampling goes up by the head's factor / s, straight back to [H, W]: the net
+runs at s times the resolution (s = 0.5: a 256x256 image costs what a 128 px
+crop does and the net sees the whole scene), the logits and the loss stay at
+the input's resolution.
 
 Backbones:
 
@@ -78,10 +86,11 @@ COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
 COMPACT_FC_MULTIPLIER = 16
 DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3, "vgg_bn": 0.3}
 STRIDE = 32  # the input is padded to a multiple of this (pool5's stride)
+MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0
 
 
 def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
-              is_training=False, dropout=None):
+              is_training=False, dropout=None, input_scale=1.0):
     """Builds the FCN and returns unscaled logits at the input resolution.
 
     Args:
@@ -96,17 +105,19 @@ def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width
             dropout when true, moving averages and no dropout when false.
         dropout: rate of the dropout after fc6 and fc7 in training; None
             means the backbone's default (``DROPOUT_RATE``), 0 none at all.
+        input_scale: the resolution the net runs at, relative to the input
+            (see the module docstring); 1.0 = the input's own.
 
     Returns:
         float32 [B, H, W, num_classes], unscaled logits (no softmax applied).
     """
     logits, _ = inference_endpoints(images, num_classes, variant, backbone, width, is_training,
-                                    dropout)
+                                    dropout, input_scale)
     return logits
 
 
 def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
-                        is_training=False, dropout=None):
+                        is_training=False, dropout=None, input_scale=1.0):
     """Like :func:`inference`, also returning the intermediate maps.
 
     Returns:
@@ -123,6 +134,10 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
     rate = DROPOUT_RATE[backbone] if dropout is None else float(dropout)
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    input_scale = float(input_scale)
+    if not MIN_INPUT_SCALE <= input_scale <= MAX_INPUT_SCALE:
+        raise ValueError(f"input_scale must be in [{MIN_INPUT_SCALE}, {MAX_INPUT_SCALE}], "
+                         f"got {input_scale!r}")
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.float32:  # e.g. uint8 straight from the HDF5 file
         images = tf.cast(images, tf.float32)
@@ -132,13 +147,17 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
 
     with tf.compat.v1.variable_scope("fcn", reuse=tf.compat.v1.AUTO_REUSE):
         x = _preprocess(images, backbone)
-        x, height, width_px = _pad_to_stride(x)
+        shape = tf.shape(x)
+        height, width_px = shape[1], shape[2]
+        if input_scale != 1.0:
+            x = layers.rescale(x, input_scale, "input_scale")
+        x, _, _ = _pad_to_stride(x)
         endpoints = {"input": x}
         if backbone == "vgg16":
             _vgg16_backbone(x, is_training, rate, endpoints)
         else:
             _compact_backbone(x, CONVS_PER_STAGE[backbone], width, is_training, rate, endpoints)
-        upscore = _fcn_head(endpoints, num_classes, variant, (height, width_px))
+        upscore = _fcn_head(endpoints, num_classes, variant, (height, width_px), input_scale)
         logits = tf.identity(upscore, name="logits")
     logits.set_shape(images.shape[:3].concatenate([num_classes]))
     return logits, endpoints
@@ -210,11 +229,12 @@ def _score(x, num_classes, name):
     return layers.conv2d(x, num_classes, 1, name, initializer=tf.compat.v1.zeros_initializer())
 
 
-def _fcn_head(endpoints, num_classes, variant, size):
+def _fcn_head(endpoints, num_classes, variant, size, input_scale=1.0):
     """Score layers, learnable 2x upsamplings and skip fusions; returns logits of ``size``.
 
-    The final fixed upsampling produces only the top-left ``size`` = (H, W) of
-    the padded map, i.e. it also crops the stride padding away.
+    The final fixed upsampling (by the head's factor / ``input_scale``)
+    produces only the top-left ``size`` = (H, W) of the padded map, i.e. it
+    also crops the stride padding away.
     """
     score = _score(endpoints["fc7"], num_classes, "score_fr")
     endpoints["score_fr"] = score
@@ -230,7 +250,7 @@ def _fcn_head(endpoints, num_classes, variant, size):
             endpoints["score_pool3"] = score_pool3
             score = layers.upsample_learnable(score, 2, "upscore_pool4") + score_pool3
             final_factor = 8
-    upscore = layers.upsample_fixed(score, final_factor, "upscore", size)
+    upscore = layers.upsample_fixed(score, final_factor / input_scale, "upscore", size)
     endpoints["upscore"] = upscore
     return upscore
 

@@ -114,6 +114,7 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
             logits = model.inference(image_parts[i], num_classes=config.num_classes,
                                      variant=config.variant, backbone=config.backbone,
                                      width=config.width, dropout=config.dropout,
+                                     input_scale=config.input_scale,
                                      is_training=is_training)
             data_loss = losses.loss(logits, label_parts[i], num_classes=config.num_classes,
                                     void_label=config.void_label, class_weights=class_weights,

@@ -364,9 +364,12 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
         f"{result['seconds']:.1f} s):")
     log(metrics.format_table(result))
     if clock is not None and not stop():
+        crop = "whole images" if config.crop_size is None else f"{config.crop_size} px crops"
+        scale = "" if config.input_scale == 1.0 else f" at scale {config.input_scale:g}"
         clock.validated(step, result, title=f"{config.backbone} {config.variant} width "
-                        f"{config.width}, batch {config.batch_size}, {config.optimizer} "
-                        f"{config.learning_rate:g}, {len(val_indices)} validation images")
+                        f"{config.width}, batch {config.batch_size} {crop}{scale}, "
+                        f"{config.optimizer} {config.learning_rate:g}, "
+                        f"{len(val_indices)} validation images")
         log(f"learning curve ({len(clock.points)} points, {clock.seconds() / 60:.1f} training "
             f"minutes): {clock.train_dir / progress.CURVE_PNG}")
     if train_dir is not None:

@@ -125,6 +125,12 @@ def add_arguments(parser):
     net.add_argument("--dropout", type=float, default=None, metavar="RATE",
                      help="dropout rate after fc6 and fc7 in training, 0 for none (default: "
                           "the backbone's, 0.3 compact, 0.5 vgg16)")
+    net.add_argument("--input-scale", type=float, default=None, metavar="S",
+                     help="run the net on images resampled by S (antialiased bilinear) and "
+                          "upsample its logits back, so loss, metrics and predictions stay at "
+                          "full resolution; crops are cut at full resolution first, so "
+                          "--crop-size full --input-scale 0.5 trains on whole 256x256 scenes "
+                          f"for the cost of 128 px crops (default {D.input_scale:g})")
     net.add_argument("--vgg16-weights", type=str, default=None,
                      help="Keras VGG16 HDF5 weights (..._tf_kernels.h5 or _notop.h5) to start "
                           "the vgg16 backbone from")
@@ -204,8 +210,8 @@ def apply_preset(args):
             raise ConfigError(f"--preset {args.preset} is a recipe for the full SIFT Flow: "
                               "pass --data-dir ROOT (e.g. ../shared/siftflow) or --data FILE.h5")
         for name, value in presets.options(args.preset).items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
+            if getattr(args, name) is None:  # None in a preset means it, e.g. full images
+                setattr(args, name, EXPLICIT_NONE if value is None else value)
     if args.train_dir is None:
         args.train_dir = (DEFAULT_TRAIN_DIR if args.preset is None
                           else DEFAULT_TRAIN_DIR.parent / args.preset)

@@ -9,6 +9,7 @@ from fcn_tf1.errors import ConfigError
 
 def test_round_trip(tmp_path):
     cfg = config_lib.RunConfig(width=8, crop_size=None, scale_jitter=(0.75, 1.25), dropout=0.0,
+                               input_scale=0.5,
                                class_weights=tuple(float(i) for i in range(33)))
     config_lib.save(cfg, tmp_path)
     assert config_lib.load(tmp_path) == cfg
@@ -23,6 +24,9 @@ def test_round_trip(tmp_path):
     ({"void_label": 3}, "void_label"),
     ({"dropout": 1.0}, "dropout"),
     ({"dropout": -0.1}, "dropout"),
+    ({"input_scale": 0.0}, "input_scale"),
+    ({"input_scale": 5.0}, "input_scale"),
+    ({"input_scale": True}, "input_scale"),
 ])
 def test_invalid_values_are_config_errors(changes, words):
     with pytest.raises(ConfigError, match=words):
@@ -85,6 +89,7 @@ def test_saved_file_is_plain_json(tmp_path):
     (["--scale-jitter", "none"], "scale_jitter", None),
     (["--scale-jitter", "0.5,1.5"], "scale_jitter", (0.5, 1.5)),
     (["--dropout", "0"], "dropout", 0.0),
+    (["--input-scale", "0.5"], "input_scale", 0.5),
     ([], "dropout", None),
 ])
 def test_cli_none_values_are_explicit(argv, field, expected):

@@ -63,6 +63,56 @@ def test_output_shapes_every_variant(backbone, width, sizes):
                         assert np.all(np.isfinite(value))
 
 
+@pytest.mark.parametrize("scale", [0.5, 0.75, 1.5])
+def test_input_scale_runs_the_net_at_that_resolution_and_returns_full_size_logits(scale):
+    with seeded_graph():
+        images, is_training = placeholders()
+        logits, endpoints = model.inference_endpoints(images, C, "fcn8s", "compact", 2,
+                                                      is_training, input_scale=scale)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for height, width_px in [(256, 256), (77, 101)]:
+                feed = {images: random_images((2, height, width_px, 3)), is_training: True}
+                value, net_input = session.run([logits, endpoints["input"]], feed)
+                assert value.shape == (2, height, width_px, C)
+                assert np.all(np.isfinite(value))
+                # the backbone's input: ceil(scale * size), padded to a multiple of 32
+                expected = [-(-int(np.ceil(scale * n)) // 32) * 32 for n in (height, width_px)]
+                assert list(net_input.shape[1:3]) == expected
+    with seeded_graph(), pytest.raises(ValueError, match="input_scale"):
+        model.inference(tf.zeros([1, 32, 32, 3]), width=2, input_scale=0.0)
+
+
+def test_rescale_is_pillows_antialiased_bilinear_resize():
+    """The input rescaling uses Pillow's filter and pixel grid (what scale jitter uses)."""
+    from PIL import Image
+    image = (random_images((1, 60, 84, 3), seed=4) * 0.2
+             + np.linspace(0, 200, 84, dtype=np.float32)[None, None, :, None]).astype(np.uint8)
+    with seeded_graph():
+        x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
+        half, three_quarters = layers.rescale(x, 0.5, "half"), layers.rescale(x, 0.75, "tq")
+        with tf.compat.v1.Session() as session:
+            got = session.run([half, three_quarters], {x: image.astype(np.float32)})
+    for value, size in zip(got, [(42, 30), (63, 45)]):
+        expected = np.asarray(Image.fromarray(image[0]).resize(size, Image.BILINEAR), np.float32)
+        assert value.shape[1:3] == expected.shape[:2]
+        # Pillow rounds to uint8; the filters, edges and pixel centres are the same
+        assert np.abs(value[0] - expected).max() <= 1.0
+
+
+def test_input_scale_half_then_head_upsampling_keeps_a_linear_ramp_in_place():
+    """Downscale by s, upsample by f / s: the pixel grid lines up (no shift of the labels)."""
+    ramp = np.broadcast_to(np.arange(64, dtype=np.float32)[None, None, :, None], (1, 48, 64, 3))
+    with seeded_graph():
+        x = tf.constant(ramp)
+        small = layers.rescale(x, 0.5, "down")
+        back = layers.upsample_fixed(small, 2.0, "up", size=(48, 64))
+        with tf.compat.v1.Session() as session:
+            got = session.run(back)
+    # interior (away from the renormalised borders) is the ramp itself
+    np.testing.assert_allclose(got[0, :, 4:-4, 0], ramp[0, :, 4:-4, 0], atol=1e-4)
+
+
 @pytest.mark.parametrize("backbone, convs", [("compact", 8), ("vgg_bn", 13)])
 def test_backbone_depths(backbone, convs):
     with seeded_graph():

@@ -67,15 +67,18 @@ def test_eager_logits_equal_graph_logits(trained_run, real_images, height, width
     np.testing.assert_array_equal(traced.argmax(-1), expected.argmax(-1))
 
 
-@pytest.mark.parametrize("variant, backbone", [(v, "compact") for v in model.VARIANTS]
-                         + [("fcn8s", "vgg_bn")])
-def test_other_variants_from_a_saver_checkpoint(tmp_path, real_images, variant, backbone):
+@pytest.mark.parametrize("variant, backbone, input_scale",
+                         [(v, "compact", 1.0) for v in model.VARIANTS]
+                         + [("fcn8s", "vgg_bn", 1.0), ("fcn8s", "compact", 0.5)])
+def test_other_variants_from_a_saver_checkpoint(tmp_path, real_images, variant, backbone,
+                                                input_scale):
     """Random (non-zero) weights everywhere, saved by a plain tf.compat.v1.train.Saver."""
     images = real_images[:2, :96, :80]
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(1)
         inputs = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
-        logits = model.inference(inputs, variant=variant, backbone=backbone, width=4)
+        logits = model.inference(inputs, variant=variant, backbone=backbone, width=4,
+                                 input_scale=input_scale)
         variables = tf.compat.v1.global_variables()
         rng = np.random.default_rng(0)
         with tf.compat.v1.Session() as session:
@@ -89,6 +92,7 @@ def test_other_variants_from_a_saver_checkpoint(tmp_path, real_images, variant, 
                 session.run(variable.assign(value.astype(np.float32)))
             expected = session.run(logits, {inputs: images})
             checkpoint = tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
-    got = eager.EagerFCN(checkpoint, variant=variant)(tf.constant(images)).numpy()
+    got = eager.EagerFCN(checkpoint, variant=variant,
+                         input_scale=input_scale)(tf.constant(images)).numpy()
     assert np.ptp(expected) > 0.1
     assert_logits_equal(got, expected)
