@@ -223,8 +223,7 @@ def upsample_learnable(x, factor, name):
 
     Args:
         x: float32 [B, h, w, C] with a static C.
-        factor: upsampling factor (an even int for the FCN heads; a model run
-            at ``input_scale`` s upsamples by the head's factor / s).
+        factor: even int upsampling factor.
         name: variable scope; the kernel is ``name/weights`` [2f, 2f, C, C], no bias.
 
     Returns:
