@@ -11,27 +11,21 @@ from fcn_tf1.errors import ConfigError
 
 _SIFTFLOW_CPU = {
     "variant": "fcn8s", "backbone": "compact", "width": 32,
-    "batch_size": 8, "crop_size": 128, "scale_jitter": None, "flip": True,
+    "batch_size": 8, "crop_size": None, "input_scale": 0.5, "scale_jitter": None, "flip": True,
     "optimizer": "adam", "learning_rate": 1e-3, "lr_schedule": "poly", "poly_power": 0.9,
     "weight_decay": 1e-4,
-    "max_steps": 6600, "max_minutes": 60.0,
-    "eval_every_steps": 1100, "save_every_steps": 550, "image_summary_every_steps": 550,
+    "max_steps": 5000, "max_minutes": 60.0,
+    "eval_every_steps": 1000, "save_every_steps": 500, "image_summary_every_steps": 500,
     "log_every_steps": 50,
 }
+_WHAT = ("compact FCN-8s width 32 on whole images at half resolution (input scale 0.5, flip, "
+         "no scale jitter), Adam 1e-3 poly, 5000 steps of 8 images, at most 60 minutes")
 
 PRESETS = {
-    "siftflow-cpu-60min": dict(
-        _SIFTFLOW_CPU, class_weighting="none",
-        description="compact FCN-8s width 32, 128 px crops (flip, no scale jitter), "
-                    "Adam 1e-3 poly, 6600 steps of 8 images, at most 60 minutes"),
-    # Kept exactly as measured (README): with scale jitter and 5400 steps.
+    "siftflow-cpu-60min": dict(_SIFTFLOW_CPU, class_weighting="none", description=_WHAT),
     "siftflow-cpu-60min-balanced": dict(
-        _SIFTFLOW_CPU, class_weighting="median_frequency", scale_jitter=(0.6, 1.25),
-        max_steps=5400, eval_every_steps=900, save_every_steps=450,
-        image_summary_every_steps=450,
-        description="compact FCN-8s width 32 with the class-balanced (median frequency) loss, "
-                    "128 px crops with scale jitter 0.6-1.25, Adam 1e-3 poly, 5400 steps of 8 "
-                    "images, at most 60 minutes"),
+        _SIFTFLOW_CPU, class_weighting="median_frequency",
+        description=_WHAT + ", with the class-balanced (median frequency) loss"),
 }
 
 

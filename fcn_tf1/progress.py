@@ -10,6 +10,7 @@ validation pixel accuracy and mean IU against wall-clock minutes, written as
 """
 import json
 import pathlib
+import textwrap
 import time
 
 from fcn_tf1 import rundir
@@ -97,8 +98,8 @@ def plot_curve(points, path, title=""):
     axes.set_xlim(0, 1.15 * max(minutes) if minutes else 1)  # room for the end labels
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left", fontsize=9)  # the curves stay below ~90 %
-    if title:
-        axes.set_title(title, fontsize=10)
+    if title:  # wrapped: a long run description would be cut at the figure's edge
+        axes.set_title(textwrap.fill(title, 85), fontsize=10)
     figure.tight_layout()
     tmp = pathlib.Path(path).with_suffix(".png.tmp")
     try:

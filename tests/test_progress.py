@@ -98,9 +98,15 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     balanced = train_args.config_from_args(
         _parse(["--preset", "siftflow-cpu-60min-balanced", "--data", str(SAMPLE)]))[0]
     assert balanced.class_weighting == "median_frequency"
-    # The balanced preset is kept as measured (scale jitter, 5400 steps); the other has none.
-    assert balanced.scale_jitter == (0.6, 1.25) and balanced.max_steps == 5400
-    assert config.scale_jitter is None and config.crop_size == 128
+    # the two recipes differ only in the loss
+    assert balanced.replace(class_weighting="none") == config.replace(width=balanced.width)
+    # None in a preset is a value (whole images), not "unset": the default crop must not win
+    assert wanted["crop_size"] is None and config.crop_size is None
+    assert config.scale_jitter is None and config.input_scale == 0.5
+    assert "crop_size" in explicit
+    cropped = train_args.config_from_args(_parse(
+        ["--preset", "siftflow-cpu-60min", "--data", str(SAMPLE), "--crop-size", "96"]))[0]
+    assert cropped.crop_size == 96
     assert _parse([]).train_dir == pathlib.Path("runs") / "default"
 
 
