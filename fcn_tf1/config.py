@@ -26,7 +26,7 @@ BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "step", "constant")
-CLASS_WEIGHTINGS = ("none", "median_frequency")
+CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # as model.inference checks
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 

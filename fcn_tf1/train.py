@@ -57,11 +57,13 @@ def _split(dataset, val_fraction):
 
 
 def _with_class_weights(config, dataset, train_indices, log):
-    if config.class_weighting != "median_frequency" or config.class_weights is not None:
+    if config.class_weighting == "none" or config.class_weights is not None:
         return config
     counts, presence_pixels = dataset.label_statistics(train_indices)
     weights = losses.median_frequency_weights(counts, presence_pixels)
-    log("class weights (median frequency): " + " ".join(f"{w:.2f}" for w in weights))
+    if config.class_weighting == "sqrt_median_frequency":  # the milder balance
+        weights = np.sqrt(weights)
+    log(f"class weights ({config.class_weighting}): " + " ".join(f"{w:.2f}" for w in weights))
     return config.replace(class_weights=tuple(float(w) for w in weights))
 
 

@@ -161,7 +161,8 @@ def add_arguments(parser):
                             f"reshape_free: 4-D logits straight to the op (default {D.loss_variant})")
     lossg.add_argument("--class-weighting", choices=config_lib.CLASS_WEIGHTINGS, default=None,
                        help="median_frequency: class-balanced loss with weights computed from the "
-                            f"training images (default {D.class_weighting})")
+                            "training images; sqrt_median_frequency: their square roots, a "
+                            f"milder balance (default {D.class_weighting})")
 
     dist = parser.add_argument_group(
         "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "

@@ -211,3 +211,11 @@ def test_median_frequency_weights_are_computed_once_and_saved(default_data, tmp_
     assert np.all(weights[absent] == 0) and np.all(weights[~absent] > 0)
     assert np.isclose(np.median(weights[counts > 0]), 1.0, atol=0.5)
     assert np.isfinite(result["losses"]).all()
+    # the milder variant: the square roots of the same weights
+    with h5data.H5Dataset(default_data) as data:
+        indices = list(range(len(data)))
+        mild = train._with_class_weights(cfg.replace(class_weighting="sqrt_median_frequency"),
+                                         data, indices, quiet).class_weights
+        full = train._with_class_weights(cfg, data, indices, quiet).class_weights
+    np.testing.assert_allclose(mild, np.sqrt(full), rtol=1e-6)
+    assert max(mild) < max(full)
