@@ -27,7 +27,7 @@ LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency")
-MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # as model.inference checks
+MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 
 # Fields a resumed run may change: they do not alter the graph, the variables,

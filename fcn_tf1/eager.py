@@ -84,11 +84,7 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     # the checkpoint's own layers: conv{s}_1, conv{s}_2, ... as far as they exist
     convs_per_stage = [sum(1 for name in weights if name.startswith(f"{SCOPE}conv{stage}_")
                            and name.endswith("/weights")) for stage in range(1, 6)]
-    x = model._preprocess(tf.cast(images, tf.float32), backbone)
-    height, width = tf.shape(x)[1], tf.shape(x)[2]
-    if input_scale != 1.0:
-        x = layers.rescale(x, input_scale, "input_scale")
-    x, _, _ = model._pad_to_stride(x)
+    x, height, width = model.network_input(tf.cast(images, tf.float32), backbone, input_scale)
     pools = {}
     for stage, convs in enumerate(convs_per_stage, start=1):
         for index in range(1, convs + 1):

@@ -68,6 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import layers
+from fcn_tf1.config import MAX_INPUT_SCALE, MIN_INPUT_SCALE
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 BACKBONES = ("compact", "vgg_bn", "vgg16")
@@ -86,7 +87,6 @@ COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
 COMPACT_FC_MULTIPLIER = 16
 DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3, "vgg_bn": 0.3}
 STRIDE = 32  # the input is padded to a multiple of this (pool5's stride)
-MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0
 
 
 def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
@@ -146,12 +146,7 @@ def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compa
     images.set_shape([None, None, None, 3])
 
     with tf.compat.v1.variable_scope("fcn", reuse=tf.compat.v1.AUTO_REUSE):
-        x = _preprocess(images, backbone)
-        shape = tf.shape(x)
-        height, width_px = shape[1], shape[2]
-        if input_scale != 1.0:
-            x = layers.rescale(x, input_scale, "input_scale")
-        x, _, _ = _pad_to_stride(x)
+        x, height, width_px = network_input(images, backbone, input_scale)
         endpoints = {"input": x}
         if backbone == "vgg16":
             _vgg16_backbone(x, is_training, rate, endpoints)
@@ -171,15 +166,29 @@ def _preprocess(images, backbone):
     return (images - tf.constant(IMAGENET_MEAN_RGB)) / tf.constant(IMAGENET_STD_RGB)
 
 
-def _pad_to_stride(x):
-    """Zero-pads bottom/right to a multiple of STRIDE; returns (padded, H, W) with dynamic H, W."""
+def network_input(images, backbone, input_scale=1.0):
+    """Float RGB 0..255 [B, H, W, 3] -> (the backbone's input, H, W); shared with eager.py.
+
+    Preprocessed for ``backbone``, resampled by ``input_scale`` and zero-padded
+    at the bottom/right to a multiple of STRIDE; H and W (dynamic scalars) are
+    the input's own size, which the final upsampling returns to.
+    """
+    x = _preprocess(images, backbone)
     shape = tf.shape(x)
     height, width = shape[1], shape[2]
-    pad_h = (STRIDE - height % STRIDE) % STRIDE
-    pad_w = (STRIDE - width % STRIDE) % STRIDE
+    if input_scale != 1.0:
+        x = layers.rescale(x, input_scale, "input_scale")
+    return _pad_to_stride(x), height, width
+
+
+def _pad_to_stride(x):
+    """Zero-pads bottom/right to a multiple of STRIDE (dynamic sizes)."""
+    shape = tf.shape(x)
+    pad_h = (STRIDE - shape[1] % STRIDE) % STRIDE
+    pad_w = (STRIDE - shape[2] % STRIDE) % STRIDE
     padded = tf.pad(x, tf.stack([[0, 0], [0, pad_h], [0, pad_w], [0, 0]]))
     padded.set_shape([None, None, None, 3])
-    return padded, height, width
+    return padded
 
 
 def _vgg16_backbone(x, is_training, dropout, endpoints):
