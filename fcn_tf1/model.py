@@ -27,9 +27,9 @@ height and width may all be unknown when the graph is built.
 Input scale: with ``input_scale`` s != 1 the (normalised) images are first
 resampled by s (antialiased bilinear, layers.rescale) and the final fixed
 upsampling goes up by the head's factor / s, straight back to [H, W]: the net
-runs at s times the resolution (s = 0.5: a 256x256 image costs what a 128 px
-crop does and the net sees the whole scene), the logits and the loss stay at
-the input's resolution.
+runs at s times the resolution (s = 0.5: the backbone sees a whole 256x256
+scene for what a 128 px crop costs it), the logits and the loss stay at the
+input's resolution.
 
 Backbones:
 

@@ -129,8 +129,9 @@ def add_arguments(parser):
                      help="run the net on images resampled by S (antialiased bilinear) and "
                           "upsample its logits back, so loss, metrics and predictions stay at "
                           "full resolution; crops are cut at full resolution first, so "
-                          "--crop-size full --input-scale 0.5 trains on whole 256x256 scenes "
-                          f"for the cost of 128 px crops (default {D.input_scale:g})")
+                          "--crop-size full --input-scale 0.5 trains on whole 256x256 scenes, "
+                          "the net at 128x128 (a step ~25%% slower than with 128 px crops: the "
+                          f"loss stays at full resolution) (default {D.input_scale:g})")
     net.add_argument("--vgg16-weights", type=str, default=None,
                      help="Keras VGG16 HDF5 weights (..._tf_kernels.h5 or _notop.h5) to start "
                           "the vgg16 backbone from")
