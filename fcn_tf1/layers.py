@@ -273,6 +273,8 @@ def upsample_fixed(x, factor, name, size=None):
     channels = int(x.shape[-1])
     with tf.name_scope(name):
         if size is None:
+            if factor != int(factor):
+                raise ValueError(f"a fractional factor ({factor}) needs an explicit size")
             shape = tf.shape(x)
             size = (shape[1] * int(factor), shape[2] * int(factor))
         y = tf.raw_ops.ScaleAndTranslate(
