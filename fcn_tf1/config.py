@@ -25,7 +25,7 @@ VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
 BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
-SCHEDULES = ("poly", "step", "constant")
+SCHEDULES = ("poly", "poly_time", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
@@ -56,7 +56,9 @@ class RunConfig:
     ``batch_size``, ``crop_size`` (None = full images), ``flip``,
     ``scale_jitter`` ((min, max) or None), ``seed``.
     Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
-    ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; step:
+    ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; poly_time: the
+    same over the time budget, lr*(1-minutes/max_minutes)^poly_power, so the
+    decay ends with the budget whatever the machine's speed; step:
     lr*step_gamma^floor(step/step_size); constant), ``weight_decay``,
     ``max_steps``, ``max_minutes`` (a wall-clock budget for training, counted
     across restarts by progress.Progress; 0 = none).
@@ -142,6 +144,8 @@ def _problems(cfg):
                  "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
                  "log_every_steps", "num_prediction_pngs", "seed", "max_minutes"):
         positive(name, allow_zero=True)
+    if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:
+        out.append("lr_schedule='poly_time' decays over the time budget: it needs max_minutes > 0")
     if not 0 <= cfg.void_label <= 255 or cfg.void_label < cfg.num_classes:
         out.append(f"void_label={cfg.void_label} must be in [num_classes, 255]")
     if cfg.crop_size is not None and (cfg.crop_size < 32 or cfg.crop_size > 4096):

@@ -21,7 +21,7 @@ InferenceGraph = collections.namedtuple(
 TrainingGraph = collections.namedtuple(
     "TrainingGraph", InferenceGraph._fields + (
         "labels", "data_loss", "total_loss", "pixel_accuracy", "learning_rate",
-        "global_step", "train_op", "summary_op"))
+        "global_step", "train_op", "summary_op", "time_fraction"))
 
 
 def build_inference_graph(config):
@@ -46,11 +46,28 @@ def build_inference_graph(config):
                           probabilities=losses.probabilities(logits))
 
 
-def learning_rate_schedule(config, global_step):
-    """The learning rate as a tensor of ``global_step`` (poly, step or constant)."""
+def time_fraction_input(config):
+    """The float32 scalar placeholder ``time_fraction`` for ``lr_schedule='poly_time'``, else None.
+
+    It is the share of the run's time budget used so far (progress.Progress
+    seconds / 60 max_minutes), fed with every training step by train.py; a
+    runner that does not feed it fails on its first step instead of training
+    at a wrong rate.
+    """
+    if config.lr_schedule != "poly_time":
+        return None
+    return tf1.placeholder(tf.float32, [], name="time_fraction")
+
+
+def learning_rate_schedule(config, global_step, time_fraction=None):
+    """The learning rate as a tensor of ``global_step`` (poly, step or constant)
+    or, for poly_time, of the ``time_fraction`` placeholder (time_fraction_input)."""
     if config.lr_schedule == "poly":
         return tf1.train.polynomial_decay(config.learning_rate, global_step, config.max_steps,
                                           end_learning_rate=0.0, power=config.poly_power)
+    if config.lr_schedule == "poly_time":
+        left = 1.0 - tf.clip_by_value(time_fraction, 0.0, 1.0)
+        return tf.multiply(config.learning_rate, left ** config.poly_power, name="learning_rate")
     if config.lr_schedule == "step":
         return tf1.train.exponential_decay(config.learning_rate, global_step, config.step_size,
                                            config.step_gamma, staircase=True)
@@ -99,7 +116,8 @@ def build_training_graph(config, wrap_optimizer=None):
     pixel_accuracy = tf.math.divide_no_nan(tf.reduce_sum(tf.cast(correct, tf.float32)),
                                            tf.reduce_sum(tf.cast(valid, tf.float32)))
 
-    learning_rate = learning_rate_schedule(config, global_step)
+    time_fraction = time_fraction_input(config)
+    learning_rate = learning_rate_schedule(config, global_step, time_fraction)
     optimizer = make_optimizer(config, learning_rate)
     update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
     if wrap_optimizer is None:
@@ -117,4 +135,5 @@ def build_training_graph(config, wrap_optimizer=None):
     ])
     return TrainingGraph(*net, labels=labels, data_loss=data_loss, total_loss=total_loss,
                          pixel_accuracy=pixel_accuracy, learning_rate=learning_rate,
-                         global_step=global_step, train_op=train_op, summary_op=summary_op)
+                         global_step=global_step, train_op=train_op, summary_op=summary_op,
+                         time_fraction=time_fraction)

@@ -97,7 +97,8 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
         labels = tf1.placeholder(tf.int64, [None, None, None], name="labels")
         is_training = tf1.placeholder_with_default(False, [], name="is_training")
         global_step = tf1.train.get_or_create_global_step()
-        learning_rate = graph.learning_rate_schedule(config, global_step)
+        time_fraction = graph.time_fraction_input(config)
+        learning_rate = graph.learning_rate_schedule(config, global_step, time_fraction)
         optimizer = graph.make_optimizer(config, learning_rate)
         # as even as possible; a tower may get nothing in evaluation (a short last batch)
         batch = tf.shape(images)[0]
@@ -171,7 +172,7 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
                       labels=labels, data_loss=data_loss, total_loss=total_loss,
                       pixel_accuracy=pixel_accuracy, learning_rate=learning_rate,
                       global_step=global_step, train_op=train_op, summary_op=summary_op,
-                      grads_and_vars=grads_and_vars, devices=list(devices))
+                      time_fraction=time_fraction, grads_and_vars=grads_and_vars, devices=list(devices))
 
 
 def _first_tower_updates(updates, is_training, after):

@@ -107,6 +107,14 @@ def _restore(saver, session, checkpoint):
                        "move its files away to resume from the one before") from None
 
 
+def _seconds_left(config, step, step_s, clock):
+    """Estimated seconds to the end of training: max_steps or the time budget, whichever is first."""
+    seconds = step_s * (config.max_steps - step)
+    if config.max_minutes:
+        seconds = min(seconds, max(0.0, 60.0 * config.max_minutes - clock.seconds()))
+    return seconds
+
+
 def _format_eta(seconds):
     seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
@@ -290,6 +298,8 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
             images, labels = next(stream)
             t_data = time.perf_counter() - t0
             feed = {net.images: images, net.labels: labels, net.is_training: True}
+            if net.time_fraction is not None:  # lr_schedule poly_time: decays over the budget
+                feed[net.time_fraction] = saver.progress.seconds() / (60.0 * config.max_minutes)
             fetches = {"train": net.train_op, "loss": net.data_loss, "total": net.total_loss,
                        "acc": net.pixel_accuracy, "lr": net.learning_rate}
             next_step = step + 1
@@ -325,7 +335,7 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                 log(f"step {step}/{config.max_steps}  loss {out['loss']:.4f}  "
                     f"acc {out['acc']:.3f}  lr {out['lr']:.2e}  "
                     f"{config.batch_size / step_s:.1f} img/s  data {100 * data_s / step_s:.0f}%  "
-                    + (f"eta {_format_eta(step_s * (config.max_steps - step))}"
+                    + (f"eta {_format_eta(_seconds_left(config, step, step_s, saver.progress))}"
                        if step > start_step + 1 else "(warm-up step)"))
             if step == start_step + 1:
                 window = []  # the first step builds and tunes kernels: not typical of the rest

@@ -144,8 +144,10 @@ def add_arguments(parser):
     opt.add_argument("--momentum", type=float, default=None,
                      help=f"momentum of the momentum optimizer (default {D.momentum})")
     opt.add_argument("--lr-schedule", choices=config_lib.SCHEDULES, default=None,
-                     help=f"poly: lr*(1-step/max_steps)^power; step: lr*gamma^floor(step/size) "
-                          f"(default {D.lr_schedule})")
+                     help=f"poly: lr*(1-step/max_steps)^power; poly_time: "
+                          f"lr*(1-minutes/max_minutes)^power, decays over the --max-minutes "
+                          f"budget whatever the machine's speed (needs --max-minutes); step: "
+                          f"lr*gamma^floor(step/size); constant (default {D.lr_schedule})")
     opt.add_argument("--poly-power", type=float, default=None,
                      help=f"power of the poly schedule (default {D.poly_power})")
     opt.add_argument("--step-size", type=int, default=None,

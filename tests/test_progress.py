@@ -2,12 +2,15 @@
 import argparse
 import json
 import pathlib
+import re
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import presets, progress, train, train_args
+from fcn_tf1 import graph, presets, progress, towers, train, train_args
 from fcn_tf1.errors import ConfigError, FcnError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -76,6 +79,46 @@ def test_time_budget_stops_saves_validates_and_resumes(tmp_path):
     points = json.loads((tmp_path / progress.PROGRESS_NAME).read_text())["points"]
     assert [p["step"] for p in points] == [first["step"], second["step"]]
     assert points[1]["minutes"] > points[0]["minutes"]
+
+
+def test_poly_time_learning_rate_follows_the_fed_time_fraction():
+    config = config_lib.RunConfig(width=4, learning_rate=0.01, poly_power=0.9,
+                                  lr_schedule="poly_time", max_minutes=10.0)
+    fractions = [0.0, 0.25, 0.5, 0.99, 1.0, 1.7]
+    expected = [0.01 * (1.0 - min(f, 1.0)) ** 0.9 for f in fractions]
+    for build in (graph.build_training_graph,
+                  lambda cfg: towers.build_multi_tower_training_graph(cfg, ["/cpu:0", "/cpu:0"])):
+        with tf.Graph().as_default():
+            net = build(config)
+            with tf.compat.v1.Session() as session:
+                got = [session.run(net.learning_rate, {net.time_fraction: f}) for f in fractions]
+                with pytest.raises(tf.errors.InvalidArgumentError, match="time_fraction"):
+                    session.run(net.learning_rate)  # never silently at a default rate
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    with tf.Graph().as_default():  # the step schedules need no such input
+        assert graph.build_training_graph(config.replace(lr_schedule="poly")).time_fraction is None
+    with pytest.raises(ConfigError, match="poly_time.*needs max_minutes > 0"):
+        config.replace(max_minutes=0.0)
+
+
+def test_poly_time_run_decays_to_the_end_of_its_budget(tmp_path):
+    config = config_lib.RunConfig(
+        data=str(SAMPLE), width=4, crop_size=64, batch_size=2, max_steps=100000,
+        max_minutes=0.2, lr_schedule="poly_time", learning_rate=1e-3, save_every_steps=0,
+        save_every_secs=0, summary_every_steps=0, image_summary_every_steps=0,
+        log_every_steps=1, num_prediction_pngs=0, val_fraction=0.2)
+    lines = []
+    result = train.train(config, tmp_path, log=lines.append)
+    rates = [float(m.group(1)) for m in map(re.compile(r"^step \d+/\d+ .* lr (\S+) ").match, lines)
+             if m]
+    assert any("time budget of 0.2 minutes used up" in line for line in lines)
+    assert len(rates) == result["step"] >= 5
+    assert rates[0] == pytest.approx(1e-3, rel=0.05)  # the clock starts with the first step
+    assert all(b <= a for a, b in zip(rates, rates[1:]))
+    assert rates[-1] < 0.3e-3, "the last steps of the budget run near the end of the decay"
+    # the log's eta counts down to the budget, not to the 100000 steps
+    etas = [line.split("eta ")[1] for line in lines if " eta " in line]
+    assert etas and all(re.fullmatch(r"0m[01]\ds", eta) for eta in etas)
 
 
 def _parse(argv):
