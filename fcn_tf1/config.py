@@ -57,8 +57,10 @@ class RunConfig:
     ``scale_jitter`` ((min, max) or None), ``seed``.
     Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
     ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; poly_time: the
-    same over the time budget, lr*(1-minutes/max_minutes)^poly_power, so the
-    decay ends with the budget whatever the machine's speed; step:
+    same over the time budget, lr*(1-minutes/max_minutes)^poly_power with the
+    training minutes of progress.Progress, so the decay ends with the budget
+    whatever the machine's speed; max_steps is then only a cap, and the rates
+    depend on the wall clock, so such a run is not exactly repeatable; step:
     lr*step_gamma^floor(step/step_size); constant), ``weight_decay``,
     ``max_steps``, ``max_minutes`` (a wall-clock budget for training, counted
     across restarts by progress.Progress; 0 = none).
@@ -142,7 +144,7 @@ def _problems(cfg):
         positive(name)
     for name in ("weight_decay", "momentum", "save_every_steps", "save_every_secs",
                  "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
-                 "log_every_steps", "num_prediction_pngs", "seed", "max_minutes"):
+                 "log_every_steps", "num_prediction_pngs", "seed", "max_minutes", "poly_power"):
         positive(name, allow_zero=True)
     if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:
         out.append("lr_schedule='poly_time' decays over the time budget: it needs max_minutes > 0")

@@ -101,7 +101,8 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
         config, resuming = _replica_config(requested, train_dir, task, explicit, log)
         if config.max_minutes:
             raise ConfigError(f"--max-minutes {config.max_minutes:g}: not supported in a cluster "
-                              "(the tasks share no clock); use --max-steps")
+                              "(the tasks share no clock); use --max-steps (and a step schedule "
+                              "instead of poly_time)")
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
             train_indices, val_indices = train._split(dataset, config.val_fraction)

@@ -66,6 +66,9 @@ def learning_rate_schedule(config, global_step, time_fraction=None):
         return tf1.train.polynomial_decay(config.learning_rate, global_step, config.max_steps,
                                           end_learning_rate=0.0, power=config.poly_power)
     if config.lr_schedule == "poly_time":
+        if time_fraction is None:
+            raise ValueError("lr_schedule 'poly_time' needs the time_fraction input "
+                             "(graph.time_fraction_input)")
         left = 1.0 - tf.clip_by_value(time_fraction, 0.0, 1.0)
         return tf.multiply(config.learning_rate, left ** config.poly_power, name="learning_rate")
     if config.lr_schedule == "step":

@@ -294,12 +294,14 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                 log(f"time budget of {config.max_minutes:g} minutes used up at step {step} "
                     f"of {config.max_steps}; stopping there")
                 break
+            if net.time_fraction is not None:  # poly_time: the share of the budget used so far
+                fraction = saver.progress.seconds() / (60.0 * config.max_minutes)
             t0 = time.perf_counter()
             images, labels = next(stream)
             t_data = time.perf_counter() - t0
             feed = {net.images: images, net.labels: labels, net.is_training: True}
             if net.time_fraction is not None:  # lr_schedule poly_time: decays over the budget
-                feed[net.time_fraction] = saver.progress.seconds() / (60.0 * config.max_minutes)
+                feed[net.time_fraction] = fraction
             fetches = {"train": net.train_op, "loss": net.data_loss, "total": net.total_loss,
                        "acc": net.pixel_accuracy, "lr": net.learning_rate}
             next_step = step + 1
@@ -344,6 +346,12 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                     and step < config.max_steps):
                 _validate(config, session, net, writer, val_indices, class_names, step, stop, log,
                           clock=saver.progress)
+    minutes_left = config.max_minutes - saver.progress.seconds() / 60.0
+    if (net.time_fraction is not None and step >= config.max_steps
+            and minutes_left > 0.05 * config.max_minutes):
+        log(f"max_steps {config.max_steps} reached with {minutes_left:.1f} of the "
+            f"{config.max_minutes:g} budget minutes left: the poly_time decay stopped early "
+            "(pass a larger --max-steps to let it end with the budget)")
     return losses_here
 
 

@@ -88,7 +88,8 @@ def add_arguments(parser):
     run.add_argument("--max-minutes", type=float, default=None,
                      help="wall-clock budget of the training in minutes, counted across "
                           "restarts: at the limit the run saves, stops and is validated; "
-                          "0 = none (default 0)")
+                          "--lr-schedule poly_time decays over it (a larger budget on resume "
+                          "raises that rate again); 0 = none (default 0)")
     run.add_argument("--batch-size", type=int, default=None,
                      help=f"images per step (default {D.batch_size})")
     run.add_argument("--seed", type=int, default=None,
@@ -146,10 +147,12 @@ def add_arguments(parser):
     opt.add_argument("--lr-schedule", choices=config_lib.SCHEDULES, default=None,
                      help=f"poly: lr*(1-step/max_steps)^power; poly_time: "
                           f"lr*(1-minutes/max_minutes)^power, decays over the --max-minutes "
-                          f"budget whatever the machine's speed (needs --max-minutes); step: "
+                          f"budget whatever the machine's speed (needs --max-minutes; "
+                          f"--max-steps is then only a cap: set it high; the rates follow "
+                          f"the wall clock, so runs are not exactly repeatable); step: "
                           f"lr*gamma^floor(step/size); constant (default {D.lr_schedule})")
     opt.add_argument("--poly-power", type=float, default=None,
-                     help=f"power of the poly schedule (default {D.poly_power})")
+                     help=f"power of the poly and poly_time schedules (default {D.poly_power})")
     opt.add_argument("--step-size", type=int, default=None,
                      help=f"steps between decays of the step schedule (default {D.step_size})")
     opt.add_argument("--step-gamma", type=float, default=None,
