@@ -88,9 +88,9 @@ def plot_curve(points, path, title=""):
         axes.plot(minutes, [100 * p[key] for p in points], style, label=label, markersize=4)
     if points:
         last = points[-1]
-        axes.annotate(f"{100 * last['pixel_accuracy']:.1f}%", (minutes[-1],
+        axes.annotate(f"{100 * last['pixel_accuracy']:.2f}%", (minutes[-1],
                       100 * last["pixel_accuracy"]), textcoords="offset points", xytext=(4, 4))
-        axes.annotate(f"{100 * last['mean_iou']:.1f}%", (minutes[-1], 100 * last["mean_iou"]),
+        axes.annotate(f"{100 * last['mean_iou']:.2f}%", (minutes[-1], 100 * last["mean_iou"]),
                       textcoords="offset points", xytext=(4, -10))
     axes.set_xlabel("training wall-clock minutes")
     axes.set_ylabel("validation %")
