@@ -386,10 +386,11 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
     if clock is not None and not stop():
         crop = "whole images" if config.crop_size is None else f"{config.crop_size} px crops"
         scale = "" if config.input_scale == 1.0 else f" at scale {config.input_scale:g}"
+        loss = "" if config.class_weighting == "none" else f", {config.class_weighting} loss"
         clock.validated(step, result, title=f"{config.backbone} {config.variant} width "
                         f"{config.width}, batch {config.batch_size} {crop}{scale}, "
-                        f"{config.optimizer} {config.learning_rate:g}, "
-                        f"{len(val_indices)} validation images")
+                        f"{config.optimizer} {config.learning_rate:g} {config.lr_schedule}"
+                        f"{loss}, {len(val_indices)} validation images")
         log(f"learning curve ({len(clock.points)} points, {clock.seconds() / 60:.1f} training "
             f"minutes): {clock.train_dir / progress.CURVE_PNG}")
     if train_dir is not None:
