@@ -108,7 +108,7 @@ def _restore(saver, session, checkpoint):
 
 
 def _seconds_left(config, step, step_s, clock):
-    """Estimated seconds to the end of training: max_steps or the time budget, whichever is first."""
+    """Estimated seconds to the end of training: max_steps or the budget, whichever comes first."""
     seconds = step_s * (config.max_steps - step)
     if config.max_minutes:
         seconds = min(seconds, max(0.0, 60.0 * config.max_minutes - clock.seconds()))
@@ -294,14 +294,13 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
                 log(f"time budget of {config.max_minutes:g} minutes used up at step {step} "
                     f"of {config.max_steps}; stopping there")
                 break
-            if net.time_fraction is not None:  # poly_time: the share of the budget used so far
-                fraction = saver.progress.seconds() / (60.0 * config.max_minutes)
+            # lr_schedule poly_time: the share of the budget used so far, read with the check above
+            schedule_feed = {} if net.time_fraction is None else {
+                net.time_fraction: saver.progress.seconds() / (60.0 * config.max_minutes)}
             t0 = time.perf_counter()
             images, labels = next(stream)
             t_data = time.perf_counter() - t0
-            feed = {net.images: images, net.labels: labels, net.is_training: True}
-            if net.time_fraction is not None:  # lr_schedule poly_time: decays over the budget
-                feed[net.time_fraction] = fraction
+            feed = {net.images: images, net.labels: labels, net.is_training: True, **schedule_feed}
             fetches = {"train": net.train_op, "loss": net.data_loss, "total": net.total_loss,
                        "acc": net.pixel_accuracy, "lr": net.learning_rate}
             next_step = step + 1
