@@ -3,9 +3,11 @@
 A preset is a set of training options, applied where the command line does
 not give them (an option given explicitly wins). The SIFT Flow presets are
 tuned for the full trainval split on this project's 2-core CPU machine: a
-fixed number of steps that fits the time budget there, and ``max_minutes``
-as a hard stop on slower machines (the run then stops early, saves and is
-evaluated as usual). Their measured results are in the README.
+fixed number of steps about the size of the time budget there, and
+``max_minutes`` as a hard stop (the run then stops, saves and is evaluated as
+usual; here it stops 0-500 steps before the schedule ends, which measured
+no different from a finished schedule: README, runs L and M). Their measured
+results are in the README.
 """
 from fcn_tf1.errors import ConfigError
 
