@@ -190,14 +190,33 @@ def _add_eval(subparsers):
                    help="with --data-dir: a file of image names instead of --split")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="also write the metrics as JSON")
+    p.add_argument("--test-scales", type=_scale_list, default=None, metavar="M[,M...]",
+                   help="test-time scales as multiples of the run's --input-scale, e.g. 1,1.25: "
+                        "the net runs once per scale and the softmax probabilities are averaged "
+                        "(default: 1 only, the scale it trained at; each added scale costs a "
+                        "forward pass)")
+    p.add_argument("--test-flip", action="store_true",
+                   help="also average over the left-right mirrored image (doubles the passes)")
     p.set_defaults(func=_run_eval)
+
+
+def _scale_list(text):
+    try:
+        scales = tuple(float(word) for word in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated numbers such as 1,1.25") from None
+    if any(not scale > 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
+    return scales
 
 
 def _run_eval(args):
     from fcn_tf1 import evaluate
     evaluate.run_eval(args.train_dir, checkpoint=args.checkpoint, data=args.data,
                       data_dir=args.data_dir, split=args.split, names_file=args.names_file,
-                      batch_size=args.batch_size, json_out=args.json)
+                      batch_size=args.batch_size, json_out=args.json,
+                      test_scales=args.test_scales, test_flip=args.test_flip)
     return 0
 
 

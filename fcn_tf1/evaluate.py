@@ -49,6 +49,17 @@ def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class
     return result
 
 
+def _views(config, test_scales, test_flip):
+    """What the net sees per image, for the log."""
+    scales = [config.input_scale * multiple for multiple in (test_scales or (1.0,))]
+    text = ", ".join(f"{scale:g}" for scale in scales)
+    views = len(scales) * (2 if test_flip else 1)
+    if views == 1:
+        return f"one view at input scale {text}"
+    return (f"{views} views averaged: input scale {text}" +
+            (", each also mirrored left-right" if test_flip else ""))
+
+
 def validation_indices(dataset, val_fraction):
     """Indices of the deterministic validation split of an open H5Dataset."""
     if val_fraction <= 0:
@@ -57,14 +68,17 @@ def validation_indices(dataset, val_fraction):
 
 
 def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,
-             batch_size=8, json_out=None, log=print):
+             batch_size=8, json_out=None, test_scales=None, test_flip=False, log=print):
     """``fcn-tf1 eval``: scores a trained run on a data source and prints the table.
 
     The data source is ``data`` (all images of an HDF5 file), or ``data_dir``
     (a released SIFT Flow root with ``split`` / ``names_file``), or, when
-    neither is given, the run's own validation split.
+    neither is given, the run's own validation split. ``test_scales`` (multiples
+    of the run's input_scale) and ``test_flip`` average the predictions over
+    test-time views; without them the net runs once per image, as in training.
     """
-    with trained.open_trained(train_dir, checkpoint) as (config, session, net, checkpoint):
+    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip) as (
+            config, session, net, checkpoint):
         class_names = list(siftflow.CLASS_NAMES)
         if data_dir is not None:
             source = f"{data_dir} ({names_file or split or 'trainval'})"
@@ -80,7 +94,7 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
                                "give --data or --data-dir")
             source = f"{path} ({'all images' if indices is None else 'validation split'})"
             batch_iter = batches.iterate_batches(path, indices, batch_size)
-        log(f"evaluating {checkpoint} on {source}")
+        log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}")
         result = evaluate_in_session(session, net, batch_iter, config.num_classes,
                                      config.void_label, class_names)
     log(metrics.format_table(result))

@@ -24,26 +24,59 @@ TrainingGraph = collections.namedtuple(
         "global_step", "train_op", "summary_op", "time_fraction"))
 
 
-def build_inference_graph(config):
+def build_inference_graph(config, test_scales=None, test_flip=False):
     """Placeholders and the forward pass.
+
+    Args:
+      config: the RunConfig.
+      test_scales: optional test-time scales, multiples of ``config.input_scale``
+        (1 = the scale the run trained at; (1, 1.25) also runs the net at 1.25
+        times that). With these or ``test_flip`` the graph is for inference
+        only: it runs the net (batch norm in inference mode) on every view,
+        each scale and, with ``test_flip``, its left-right mirror, undoes the
+        mirroring and averages the views' softmax probabilities; ``logits``
+        are then the log of that average (its softmax is the average).
+      test_flip: also average over the left-right mirrored images.
 
     Returns:
       InferenceGraph: ``images`` float32 placeholder [None, None, None, 3] (RGB
       0..255), ``is_training`` bool placeholder (default False: batch norm uses
-      its moving averages, no dropout), ``logits`` float32 [B, H, W, C],
-      ``predictions`` int64 [B, H, W] (argmax: prediction only, never before
-      the loss), ``probabilities`` float32 [B, H, W, C].
+      its moving averages, no dropout; ignored by a test-time-averaged graph),
+      ``logits`` float32 [B, H, W, C], ``predictions`` int64 [B, H, W] (argmax:
+      prediction only, never before the loss), ``probabilities`` float32
+      [B, H, W, C].
     """
     # a graph-level seed makes every initializer and dropout mask reproducible
     tf1.set_random_seed(config.seed)
     images = tf1.placeholder(tf.float32, [None, None, None, 3], name="images")
     is_training = tf1.placeholder_with_default(False, [], name="is_training")
-    logits = model.inference(images, num_classes=config.num_classes, variant=config.variant,
-                             backbone=config.backbone, width=config.width, dropout=config.dropout,
-                             input_scale=config.input_scale, is_training=is_training)
+    if test_scales is None and not test_flip:
+        logits = _inference(images, config, config.input_scale, is_training)
+        probabilities = losses.probabilities(logits)
+    else:
+        probabilities = _view_average(images, config, test_scales or (1.0,), test_flip)
+        logits = tf.math.log(probabilities, name="logits")
     return InferenceGraph(images=images, is_training=is_training, logits=logits,
-                          predictions=losses.predictions(logits),
-                          probabilities=losses.probabilities(logits))
+                          predictions=losses.predictions(logits), probabilities=probabilities)
+
+
+def _inference(images, config, input_scale, is_training):
+    return model.inference(images, num_classes=config.num_classes, variant=config.variant,
+                           backbone=config.backbone, width=config.width, dropout=config.dropout,
+                           input_scale=input_scale, is_training=is_training)
+
+
+def _view_average(images, config, test_scales, test_flip):
+    """Mean softmax probabilities [B, H, W, C] over the test-time views (shared variables)."""
+    with tf.name_scope("test_time_views"):
+        views = []
+        for multiple in test_scales:
+            for mirrored in ((False, True) if test_flip else (False,)):
+                x = tf.reverse(images, axis=[2]) if mirrored else images
+                p = losses.probabilities(
+                    _inference(x, config, config.input_scale * multiple, is_training=False))
+                views.append(tf.reverse(p, axis=[2]) if mirrored else p)
+        return tf.add_n(views) / float(len(views))
 
 
 def time_fraction_input(config):

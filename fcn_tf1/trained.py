@@ -39,17 +39,36 @@ def restore_model(session, checkpoint):
                           f"({first_line[:200]})") from None
 
 
+def check_test_scales(config, test_scales):
+    """Raises ConfigError unless every test-time scale multiple suits the run ``config``."""
+    if test_scales is None:
+        return
+    if not test_scales:
+        raise ConfigError("--test-scales: give at least one scale")
+    if len(set(test_scales)) != len(test_scales):
+        raise ConfigError(f"--test-scales {','.join(map(str, test_scales))}: a scale is repeated")
+    low, high = config_lib.MIN_INPUT_SCALE, config_lib.MAX_INPUT_SCALE
+    for multiple in test_scales:
+        if not low <= config.input_scale * multiple <= high:
+            raise ConfigError(
+                f"--test-scales {multiple}: the run's input_scale {config.input_scale} times "
+                f"{multiple} is outside [{low}, {high}]")
+
+
 @contextlib.contextmanager
-def open_trained(train_dir, checkpoint=None):
+def open_trained(train_dir, checkpoint=None, test_scales=None, test_flip=False):
     """Yields ``(config, session, net, checkpoint_path)`` for a trained run.
 
     ``net`` is an InferenceGraph (``images`` float32 placeholder, ``predictions``,
-    ``probabilities``); batch norm uses its moving averages.
+    ``probabilities``); batch norm uses its moving averages. ``test_scales``
+    (multiples of the run's input_scale) and ``test_flip`` average the
+    predictions over test-time views (graph.build_inference_graph).
     """
     config = config_lib.load(train_dir)
+    check_test_scales(config, test_scales)
     checkpoint = find_checkpoint(train_dir, checkpoint)
     with tf.Graph().as_default():
-        net = graph.build_inference_graph(config)
+        net = graph.build_inference_graph(config, test_scales, test_flip)
         with tf1.Session() as session:
             restore_model(session, checkpoint)
             yield config, session, net, checkpoint

@@ -99,3 +99,49 @@ def test_export_equals_session_predictions(trained_run, default_data, tmp_path):
     np.testing.assert_array_equal(out["classes"].numpy(), expected)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected_prob, atol=1e-5)
     assert cli.main(["export", "--train-dir", str(trained_run), "--out", str(export_dir)]) == 2
+
+
+def _probabilities(train_dir, images, test_scales=None, test_flip=False):
+    with trained.open_trained(train_dir, None, test_scales, test_flip) as (_, session, net, _):
+        return session.run(net.probabilities, {net.images: images})
+
+
+def test_test_time_views_average_the_single_view_graphs(trained_run, default_data):
+    # a run at input scale 1: views at 1 and 1.25 = the plain graph and a graph built at 1.25
+    images = next(batches.iterate_batches(default_data, [0, 1], 2))[0]
+    plain = _probabilities(trained_run, images)
+    np.testing.assert_allclose(_probabilities(trained_run, images, test_scales=(1.0,)), plain,
+                               atol=1e-6)
+    config = config_lib.load(trained_run)
+    with tf.Graph().as_default():
+        from fcn_tf1 import graph
+        net = graph.build_inference_graph(config.replace(input_scale=1.25))
+        with tf.compat.v1.Session() as session:
+            trained.restore_model(session, tf.compat.v1.train.latest_checkpoint(str(trained_run)))
+            larger = session.run(net.probabilities, {net.images: images})
+    assert np.abs(larger - plain).max() > 1e-3  # the second view differs from the first
+    both = _probabilities(trained_run, images, test_scales=(1.0, 1.25))
+    np.testing.assert_allclose(both, (plain + larger) / 2, atol=1e-5)
+    np.testing.assert_allclose(both.sum(-1), 1.0, atol=1e-5)
+
+    # mirrored views are mirrored back: the flip-averaged prediction of the mirrored
+    # images is the mirror of the flip-averaged prediction of the images
+    flipped = _probabilities(trained_run, images, test_flip=True)
+    of_mirror = _probabilities(trained_run, images[:, :, ::-1].copy(), test_flip=True)
+    np.testing.assert_allclose(of_mirror, flipped[:, :, ::-1], atol=1e-5)
+    assert np.abs(flipped - plain).max() > 1e-3
+
+
+def test_eval_with_test_time_views(trained_run, tmp_path, capsys):
+    out = tmp_path / "tta.json"
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(out),
+                     "--test-scales", "1,0.75", "--test-flip"]) == 0
+    assert "4 views averaged: input scale 1, 0.75, each also mirrored" in capsys.readouterr().out
+    assert json.loads(out.read_text())["num_images"] == 8
+    for words, message in ((["--test-scales", "1,1"], "a scale is repeated"),
+                           (["--test-scales", "9"], "outside [0.1, 4.0]")):
+        assert cli.main(["eval", "--train-dir", str(trained_run)] + words) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--train-dir", str(trained_run), "--test-scales", "1,x"])
+    assert "expected comma-separated numbers" in capsys.readouterr().err
