@@ -26,7 +26,8 @@ BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
 SCHEDULES = ("poly", "poly_time", "step", "constant")
-CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency")
+CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency",
+                    "median_frequency_global")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 

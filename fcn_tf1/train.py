@@ -60,6 +60,8 @@ def _with_class_weights(config, dataset, train_indices, log):
     if config.class_weighting == "none" or config.class_weights is not None:
         return config
     counts, presence_pixels = dataset.label_statistics(train_indices)
+    if config.class_weighting == "median_frequency_global":  # plain frequencies: stronger
+        presence_pixels = None
     weights = losses.median_frequency_weights(counts, presence_pixels)
     if config.class_weighting == "sqrt_median_frequency":  # the milder balance
         weights = np.sqrt(weights)

@@ -167,8 +167,12 @@ def add_arguments(parser):
                             f"reshape_free: 4-D logits straight to the op (default {D.loss_variant})")
     lossg.add_argument("--class-weighting", choices=config_lib.CLASS_WEIGHTINGS, default=None,
                        help="median_frequency: class-balanced loss with weights computed from the "
-                            "training images; sqrt_median_frequency: their square roots, a "
-                            f"milder balance (default {D.class_weighting})")
+                            "training images (Eigen & Fergus: a class's frequency within the "
+                            "images showing it); sqrt_median_frequency: their square roots, a "
+                            "milder balance; median_frequency_global: frequencies over all "
+                            "training pixels, a stronger balance for classes that are rare in the "
+                            "set but large where they occur (desert, balcony) and for the rarest "
+                            f"(default {D.class_weighting})")
 
     dist = parser.add_argument_group(
         "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "

@@ -219,3 +219,11 @@ def test_median_frequency_weights_are_computed_once_and_saved(default_data, tmp_
         full = train._with_class_weights(cfg, data, indices, quiet).class_weights
     np.testing.assert_allclose(mild, np.sqrt(full), rtol=1e-6)
     assert max(mild) < max(full)
+    # the global variant: median frequency over the plain class frequencies of all pixels
+    with h5data.H5Dataset(default_data) as data:
+        strong = train._with_class_weights(cfg.replace(class_weighting="median_frequency_global"),
+                                           data, indices, quiet).class_weights
+    freq = counts / counts.sum()
+    expected = np.where(absent, 0.0, np.median(freq[~absent]) / np.where(absent, 1, freq))
+    np.testing.assert_allclose(strong, expected, rtol=1e-5)
+    assert not np.allclose(strong, full)
