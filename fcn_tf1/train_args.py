@@ -171,7 +171,8 @@ def add_arguments(parser):
                             "images showing it); sqrt_median_frequency: their square roots, a "
                             "milder balance; median_frequency_global: frequencies over all "
                             "training pixels, a stronger balance for classes that are rare in the "
-                            "set but large where they occur (desert, balcony) and for the rarest "
+                            "set but large where they occur (desert, balcony) and for the rarest; "
+                            "on SIFT Flow too strong (README, run R) "
                             f"(default {D.class_weighting})")
 
     dist = parser.add_argument_group(
