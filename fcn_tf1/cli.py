@@ -190,14 +190,18 @@ def _add_eval(subparsers):
                    help="with --data-dir: a file of image names instead of --split")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="also write the metrics as JSON")
+    _add_test_time_views(p)
+    p.set_defaults(func=_run_eval)
+
+
+def _add_test_time_views(p):
     p.add_argument("--test-scales", type=_scale_list, default=None, metavar="M[,M...]",
-                   help="test-time scales as multiples of the run's --input-scale, e.g. 1,1.25: "
-                        "the net runs once per scale and the softmax probabilities are averaged "
-                        "(default: 1 only, the scale it trained at; each added scale costs a "
-                        "forward pass)")
+                   help="test-time scales as multiples of the run's --input-scale, e.g. "
+                        "0.75,1,1.25: the net runs once per scale and the softmax probabilities "
+                        "are averaged (default: 1 only, the scale it trained at; each added scale "
+                        "costs a forward pass)")
     p.add_argument("--test-flip", action="store_true",
                    help="also average over the left-right mirrored image (doubles the passes)")
-    p.set_defaults(func=_run_eval)
 
 
 def _scale_list(text):
@@ -231,13 +235,15 @@ def _add_predict(subparsers):
     p.add_argument("--out-dir", required=True, type=pathlib.Path, help="where the PNGs go")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files, or directories of .jpg/.jpeg/.png files")
+    _add_test_time_views(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args):
     from fcn_tf1 import predict
     written, failures = predict.predict(args.train_dir, args.out_dir, args.inputs,
-                                        checkpoint=args.checkpoint)
+                                        checkpoint=args.checkpoint, test_scales=args.test_scales,
+                                        test_flip=args.test_flip)
     print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
     for failure in failures:
         print(f"fcn-tf1: error: {failure}", file=sys.stderr)

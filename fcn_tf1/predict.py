@@ -79,8 +79,12 @@ def output_stems(inputs):
     return stems
 
 
-def predict(train_dir, out_dir, inputs, checkpoint=None, log=print):
+def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_flip=False,
+            log=print):
     """Runs the trained model of ``train_dir`` on ``inputs`` and writes PNGs into ``out_dir``.
+
+    ``test_scales`` (multiples of the run's input_scale) and ``test_flip``
+    average the predictions over test-time views, as ``fcn-tf1 eval`` does.
 
     Returns:
       (written, failures): lists of output stems and of one-line error messages.
@@ -94,7 +98,8 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, log=print):
     except OSError as err:
         raise FcnError(f"{out_dir}: cannot create output directory ({err.strerror})") from None
     written, failures = [], []
-    with trained.open_trained(train_dir, checkpoint) as (config, session, net, _):
+    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip) as (
+            config, session, net, _):
         class_names = _class_names(config)
         for path, stem in zip(inputs, output_stems(inputs)):
             try:

@@ -145,3 +145,15 @@ def test_eval_with_test_time_views(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["eval", "--train-dir", str(trained_run), "--test-scales", "1,x"])
     assert "expected comma-separated numbers" in capsys.readouterr().err
+
+
+def test_predict_with_test_time_views(trained_run, default_data, tmp_path):
+    images = next(batches.iterate_batches(default_data, [3], 1))[0]
+    Image.fromarray(images[0].astype(np.uint8)).save(tmp_path / "scene.png")
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out-dir", str(out),
+                     "--test-scales", "1,0.75", "--test-flip", str(tmp_path / "scene.png")]) == 0
+    expected = _probabilities(trained_run, images, (1.0, 0.75), True)[0].argmax(-1)
+    np.testing.assert_array_equal(np.array(Image.open(out / "scene.png")), expected)
+    single = _probabilities(trained_run, images)[0].argmax(-1)
+    assert (expected != single).any()  # the views changed some pixels
