@@ -24,7 +24,10 @@ _WHAT = ("compact FCN-8s width 32 on whole images at half resolution (input scal
          "no scale jitter), Adam 1e-3 poly, 5000 steps of 8 images, at most 60 minutes")
 
 PRESETS = {
-    "siftflow-cpu-60min": dict(_SIFTFLOW_CPU, class_weighting="none", description=_WHAT),
+    # Adam 5e-4: run S (82.20 / 26.24 % pixel / mean IU) against J at 1e-3 (81.79 / 25.64);
+    # the balanced preset keeps 1e-3, the rate of its measured run K
+    "siftflow-cpu-60min": dict(_SIFTFLOW_CPU, class_weighting="none", learning_rate=5e-4,
+                               description=_WHAT.replace("Adam 1e-3", "Adam 5e-4")),
     "siftflow-cpu-60min-balanced": dict(
         _SIFTFLOW_CPU, class_weighting="median_frequency",
         description=_WHAT + ", with the class-balanced (median frequency) loss"),

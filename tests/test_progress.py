@@ -149,8 +149,10 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     balanced = train_args.config_from_args(
         _parse(["--preset", "siftflow-cpu-60min-balanced", "--data", str(SAMPLE)]))[0]
     assert balanced.class_weighting == "median_frequency"
-    # the two recipes differ only in the loss
-    assert balanced.replace(class_weighting="none") == config.replace(width=balanced.width)
+    # the two recipes differ only in the loss and the learning rate (each its measured one)
+    assert (config.learning_rate, balanced.learning_rate) == (5e-4, 1e-3)
+    assert balanced.replace(class_weighting="none", learning_rate=5e-4) == \
+        config.replace(width=balanced.width)
     # None in a preset is a value (whole images), not "unset": the default crop must not win
     assert wanted["crop_size"] is None and config.crop_size is None
     assert config.scale_jitter is None and config.input_scale == 0.5
