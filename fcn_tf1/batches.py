@@ -5,11 +5,15 @@ API:
     iterate_batches(path, indices, ...) sequential full-resolution batches for evaluation
     iterate_released(root, split, ...)  the same, read from the released SIFT Flow files
     augment(image, label, rng, ...)     one image's crop / flip / scale, label aligned
+    repeat_factors(presence, threshold) how often to show each image (rare classes: more)
 
 Batch order and augmentation depend only on ``(seed, batch index)``: the image
 order is the concatenation of per-epoch permutations (epoch ``e`` permuted by a
 RNG seeded with ``(seed, 0, e)``), batch ``k`` takes positions ``k*B .. k*B+B-1``
 of it, and its crops/flips/scales come from a RNG seeded with ``(seed, 1, k)``.
+With repeat factor sampling (``repeat_factor_threshold`` > 0) an epoch is
+instead ``len(indices)`` draws with replacement, weighted by
+:func:`repeat_factors`, from the RNG seeded with ``(seed, 0, e)``.
 So ``BatchStream(..., start_batch=k)`` continues exactly where a run stopped at
 step ``k``. Only the images of the current batch are read from the file, so
 memory does not grow with the dataset.
@@ -77,6 +81,28 @@ def augment(image, label, rng, crop_size, flip, scale_jitter, void_label=VOID_LA
     return image, label
 
 
+def repeat_factors(presence, threshold):
+    """Repeat factor sampling (Gupta et al. 2019, LVIS): oversample images with rare classes.
+
+    Class ``c`` occurring in a fraction ``f_c`` of the images gets
+    ``r_c = max(1, sqrt(threshold / f_c))``; an image gets the largest ``r_c``
+    of the classes it shows (1 when it shows none). Classes in at least a
+    ``threshold`` fraction of the images are not oversampled.
+
+    Args:
+        presence: bool [num_images, num_classes], from H5Dataset.class_presence.
+        threshold: in (0, 1].
+
+    Returns:
+        float64 [num_images], each >= 1.
+    """
+    presence = np.asarray(presence, bool)
+    frequency = presence.mean(axis=0)
+    with np.errstate(divide="ignore"):  # absent classes: no image to oversample
+        per_class = np.maximum(1.0, np.sqrt(threshold / frequency))
+    return np.where(presence, per_class, 1.0).max(axis=1, initial=1.0)
+
+
 class _Failure:
     """Carries an exception from the prefetch thread to the consumer."""
 
@@ -103,6 +129,10 @@ class BatchStream:
         flip: random horizontal flip with p = 0.5.
         scale_jitter: None or (low, high), e.g. (0.75, 1.25).
         shuffle: permute each epoch (False: file order, every epoch).
+        repeat_factor_threshold: 0 (uniform: each epoch a permutation) or a
+            threshold in (0, 1]: each epoch draws ``len(indices)`` images with
+            replacement, with probability proportional to :func:`repeat_factors`
+            of the classes in them (counted over ``indices``).
         prefetch: batches prepared ahead in a thread (0: none, compute on demand).
         start_batch: index of the first batch to yield.
 
@@ -111,7 +141,8 @@ class BatchStream:
     """
 
     def __init__(self, path, indices, batch_size, seed=0, crop_size=None, flip=True,
-                 scale_jitter=None, shuffle=True, prefetch=2, start_batch=0):
+                 scale_jitter=None, shuffle=True, prefetch=2, start_batch=0,
+                 repeat_factor_threshold=0.0):
         if batch_size < 1 or seed < 0 or start_batch < 0 or prefetch < 0:
             raise ConfigError(f"batch_size {batch_size}, seed {seed}, start_batch {start_batch}, "
                               f"prefetch {prefetch}: batch_size must be >= 1, the others >= 0")
@@ -119,6 +150,11 @@ class BatchStream:
             raise ConfigError(f"crop_size {crop_size}: must be >= 1")
         if scale_jitter is not None and not 0 < scale_jitter[0] <= scale_jitter[1]:
             raise ConfigError(f"scale_jitter {scale_jitter}: need 0 < low <= high")
+        if not (repeat_factor_threshold == 0 or 0 < repeat_factor_threshold <= 1):
+            raise ConfigError(f"repeat_factor_threshold {repeat_factor_threshold}: must be 0 "
+                              "(uniform sampling) or in (0, 1]")
+        if repeat_factor_threshold and not shuffle:
+            raise ConfigError("repeat_factor_threshold needs shuffle=True (it draws at random)")
         self._data = H5Dataset(path)
         self.indices = np.arange(len(self._data)) if indices is None else np.asarray(indices, int)
         if self.indices.ndim != 1 or len(self.indices) == 0 or self.indices.min() < 0 \
@@ -129,6 +165,15 @@ class BatchStream:
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.flip, self.scale_jitter = flip, scale_jitter
         self.crop_size = self._data.image_shape if crop_size is None else (crop_size, crop_size)
+        # how often to show each of self.indices relative to the others (None: uniform)
+        self.repeat_factors = None
+        if repeat_factor_threshold:
+            try:
+                self.repeat_factors = repeat_factors(self._data.class_presence(self.indices),
+                                                     repeat_factor_threshold)
+            except BaseException:
+                self._data.close()
+                raise
         self.next_batch = start_batch  # the index of the batch next() returns
         self._closed, self._failure = False, None
         self._stop, self._thread = threading.Event(), None
@@ -145,8 +190,12 @@ class BatchStream:
     def _epoch_order(self, epoch):
         if not self.shuffle:
             return self.indices
-        permutation = np.random.default_rng((self.seed, 0, epoch)).permutation(len(self.indices))
-        return self.indices[permutation]
+        rng = np.random.default_rng((self.seed, 0, epoch))
+        if self.repeat_factors is not None:
+            n = len(self.indices)
+            draws = rng.choice(n, size=n, p=self.repeat_factors / self.repeat_factors.sum())
+            return self.indices[draws]
+        return self.indices[rng.permutation(len(self.indices))]
 
     def batch(self, batch_index):
         """Computes batch ``batch_index`` directly (what the stream yields at that index)."""

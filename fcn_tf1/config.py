@@ -55,7 +55,10 @@ class RunConfig:
     resumed run uses exactly the same weights).
     Data: ``data`` (HDF5 from ``fcn-tf1 prepare``), ``val_fraction``,
     ``batch_size``, ``crop_size`` (None = full images), ``flip``,
-    ``scale_jitter`` ((min, max) or None), ``seed``.
+    ``scale_jitter`` ((min, max) or None), ``repeat_factor_threshold`` (0:
+    every image once per epoch; t in (0, 1]: oversample the images that show
+    classes found in fewer than a fraction t of the training images,
+    batches.repeat_factors), ``seed``.
     Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
     ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; poly_time: the
     same over the time budget, lr*(1-minutes/max_minutes)^poly_power with the
@@ -87,6 +90,7 @@ class RunConfig:
     crop_size: Optional[int] = 128
     flip: bool = True
     scale_jitter: Optional[Tuple[float, float]] = None
+    repeat_factor_threshold: float = 0.0
     seed: int = 0
     # optimisation
     optimizer: str = "momentum"
@@ -159,6 +163,9 @@ def _problems(cfg):
         lo_hi = tuple(cfg.scale_jitter)
         if len(lo_hi) != 2 or not 0.1 <= lo_hi[0] <= lo_hi[1] <= 10.0:
             out.append(f"scale_jitter={cfg.scale_jitter} must be (min, max) with 0.1 <= min <= max <= 10")
+    if not (cfg.repeat_factor_threshold == 0 or 0 < cfg.repeat_factor_threshold <= 1):
+        out.append(f"repeat_factor_threshold={cfg.repeat_factor_threshold!r} must be 0 (uniform "
+                   "sampling) or in (0, 1]")
     if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
     if cfg.dropout is not None and (isinstance(cfg.dropout, bool)

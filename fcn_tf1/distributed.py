@@ -264,6 +264,7 @@ def _train(config, train_dir, task, shard, sync, class_names, stop, log):
                                      seed=config.seed * task.num_replicas + task.replica_index,
                                      crop_size=config.crop_size, flip=config.flip,
                                      scale_jitter=config.scale_jitter,
+                                     repeat_factor_threshold=config.repeat_factor_threshold,
                                      start_batch=start) as stream:
                 result = _loop(config, session, net, stream, writer, task, stop, log)
     return result

@@ -289,11 +289,20 @@ class H5Dataset:
         """
         counts = np.zeros(self.num_classes, np.int64)
         presence_pixels = np.zeros(self.num_classes, np.int64)
-        for i in range(len(self)) if indices is None else indices:
-            per_class = np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
+        for per_class in self._pixels_per_class(indices):
             counts += per_class
             presence_pixels[per_class > 0] += per_class.sum()
         return counts, presence_pixels
+
+    def class_presence(self, indices=None):
+        """Which classes occur in each image of ``indices`` (default all): bool [n, num_classes]."""
+        present = [per_class > 0 for per_class in self._pixels_per_class(indices)]
+        return np.array(present, bool).reshape(-1, self.num_classes)
+
+    def _pixels_per_class(self, indices):
+        """Yields each image's pixels per class (void excluded), one label map at a time."""
+        for i in range(len(self)) if indices is None else indices:
+            yield np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
 
     def indices_of(self, names):
         """Positions of ``names`` in the file, as a list of int; DataError for unknown names."""

@@ -286,7 +286,14 @@ def _loop(config, session, net, saver, writer, train_indices, val_indices, class
         return []
     stream = batches.BatchStream(config.data, train_indices, config.batch_size, seed=config.seed,
                                 crop_size=config.crop_size, flip=config.flip,
-                                scale_jitter=config.scale_jitter, start_batch=step)
+                                scale_jitter=config.scale_jitter,
+                                repeat_factor_threshold=config.repeat_factor_threshold,
+                                start_batch=step)
+    if stream.repeat_factors is not None:
+        factors = stream.repeat_factors
+        log(f"repeat factor sampling (threshold {config.repeat_factor_threshold:g}): "
+            f"{(factors > 1).mean():.0%} of the {len(factors)} training images oversampled, "
+            f"by up to {factors.max():.1f}x (mean factor {factors.mean():.2f})")
     losses_here = []
     window = []  # (step seconds, data seconds) of recent steps
     start_step = step

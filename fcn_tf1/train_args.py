@@ -70,6 +70,13 @@ def add_arguments(parser):
     data.add_argument("--scale-jitter", type=_jitter, default=None,
                       help="random rescale range MIN,MAX before cropping, e.g. 0.75,1.25 "
                            "(default: none)")
+    data.add_argument("--repeat-factor-threshold", type=float, default=None, metavar="T",
+                      help="oversample the training images that show rare classes (repeat "
+                           "factor sampling, Gupta et al. 2019): a class in a fraction f of the "
+                           "training images gets r = max(1, sqrt(T/f)), an image the largest r "
+                           "of its classes, and each epoch draws as many images as there are, "
+                           "with replacement, in proportion to r. T in (0, 1], e.g. 0.1; 0: "
+                           f"every image once per epoch (default {D.repeat_factor_threshold:g})")
 
     run = parser.add_argument_group("run")
     run.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
