@@ -27,6 +27,8 @@ def test_round_trip(tmp_path):
     ({"input_scale": 0.0}, "input_scale"),
     ({"input_scale": 5.0}, "input_scale"),
     ({"input_scale": True}, "input_scale"),
+    ({"repeat_factor_threshold": 1.5}, "repeat_factor_threshold"),
+    ({"repeat_factor_threshold": -0.1}, "repeat_factor_threshold"),
 ])
 def test_invalid_values_are_config_errors(changes, words):
     with pytest.raises(ConfigError, match=words):
@@ -90,6 +92,7 @@ def test_saved_file_is_plain_json(tmp_path):
     (["--scale-jitter", "0.5,1.5"], "scale_jitter", (0.5, 1.5)),
     (["--dropout", "0"], "dropout", 0.0),
     (["--input-scale", "0.5"], "input_scale", 0.5),
+    (["--repeat-factor-threshold", "0.1"], "repeat_factor_threshold", 0.1),
     ([], "dropout", None),
 ])
 def test_cli_none_values_are_explicit(argv, field, expected):

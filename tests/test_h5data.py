@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fcn_tf1 import batches, h5data, siftflow
-from fcn_tf1.errors import DataError
+from fcn_tf1.errors import ConfigError, DataError
 
 
 def _names_per_category(root, per_category):
@@ -201,6 +201,44 @@ def test_each_epoch_is_a_permutation_of_the_indices(coded_h5):
     with batches.BatchStream(coded_h5, indices, 3, flip=False, shuffle=False) as stream:
         order = [keys[lab.astype(np.uint8).tobytes()] for _ in range(2) for lab in next(stream)[1]]
     assert order == [1, 3, 4, 8, 1, 3]
+
+
+def test_repeat_factors_follow_the_lvis_rule():
+    # class 0 in all 4 images, class 1 in one (f = 1/4), class 2 in two (f = 1/2), class 3 in none
+    presence = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 0], [1, 0, 0, 0]], bool)
+    np.testing.assert_allclose(batches.repeat_factors(presence, 1.0), [2, 2 ** 0.5, 2 ** 0.5, 1])
+    np.testing.assert_allclose(batches.repeat_factors(presence, 0.5), [2 ** 0.5, 1, 1, 1])
+    np.testing.assert_allclose(batches.repeat_factors(presence, 0.25), [1, 1, 1, 1])
+    assert batches.repeat_factors(np.zeros((3, 4), bool), 0.5).tolist() == [1, 1, 1]
+
+
+def test_repeat_factor_sampling_draws_rare_images_more_and_resumes(tmp_path):
+    # image 0 alone shows class 2 (f = 0.1): threshold 0.5 gives it sqrt(5) = 2.24, the others 1
+    labels = np.ones((10, 32, 32), np.uint8)
+    labels[0, :4, :4] = 2
+    images = palette(labels)
+    images[:, 0, -1, 0] = np.arange(10)  # a pixel that tells the images apart
+    path = write_h5(tmp_path / "rare.h5", images, labels)
+    indices = list(range(10))
+    options = dict(flip=False, seed=3, repeat_factor_threshold=0.5)
+    with batches.BatchStream(path, indices, 5, prefetch=0, **options) as stream:
+        np.testing.assert_allclose(stream.repeat_factors, [5 ** 0.5] + [1] * 9)
+        run = _take(stream, 60)
+    drawn = Counter(int(image[0, -1, 0]) for images_, _ in run for image in images_)
+    # 300 draws with p = 0.199 for image 0 and 0.089 for each other image
+    assert 45 <= drawn[0] <= 75 and max(drawn[i] for i in range(1, 10)) < drawn[0]
+    assert sum(drawn.values()) == 300 and set(drawn) == set(indices)
+    with batches.BatchStream(path, indices, 5, start_batch=50, **options) as stream:
+        resumed = _take(stream, 10)
+    for a, b in zip(run[50:], resumed):
+        assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    with batches.BatchStream(path, indices, 5, prefetch=0, flip=False, seed=3) as stream:
+        uniform = Counter(int(image[0, -1, 0]) for _ in range(60) for image in next(stream)[0])
+    assert set(uniform.values()) == {30}  # without it: every image once per epoch
+    with pytest.raises(ConfigError, match="repeat_factor_threshold"):
+        batches.BatchStream(path, indices, 5, repeat_factor_threshold=2.0)
+    with pytest.raises(ConfigError, match="shuffle"):
+        batches.BatchStream(path, indices, 5, shuffle=False, repeat_factor_threshold=0.5)
 
 
 def test_thread_error_reaches_consumer_and_close_stops_thread(tmp_path):
