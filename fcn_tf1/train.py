@@ -395,6 +395,8 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
         crop = "whole images" if config.crop_size is None else f"{config.crop_size} px crops"
         scale = "" if config.input_scale == 1.0 else f" at scale {config.input_scale:g}"
         loss = "" if config.class_weighting == "none" else f", {config.class_weighting} loss"
+        if config.repeat_factor_threshold:
+            loss += f", repeat factor sampling {config.repeat_factor_threshold:g}"
         clock.validated(step, result, title=f"{config.backbone} {config.variant} width "
                         f"{config.width}, batch {config.batch_size} {crop}{scale}, "
                         f"{config.optimizer} {config.learning_rate:g} {config.lr_schedule}"
