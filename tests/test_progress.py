@@ -143,6 +143,8 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     wanted = presets.options("siftflow-cpu-60min")
     assert config.width == 8  # given explicitly: wins over the preset
     assert config.max_minutes == 60.0 and config.scale_jitter == wanted["scale_jitter"]
+    # a time budget, not a step count: the decay follows the minutes, the steps only cap it
+    assert config.lr_schedule == "poly_time" and config.max_steps == 100000
     assert config.optimizer == "adam" and config.class_weighting == "none"
     assert {"max_minutes", "optimizer", "width"} <= explicit
     assert args.train_dir == pathlib.Path("runs") / "siftflow-cpu-60min"
