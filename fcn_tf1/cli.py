@@ -202,6 +202,11 @@ def _add_test_time_views(p):
                         "costs a forward pass)")
     p.add_argument("--test-flip", action="store_true",
                    help="also average over the left-right mirrored image (doubles the passes)")
+    p.add_argument("--prior-correction", type=float, default=None, metavar="TAU",
+                   help="predict argmax(logits - TAU * log(training class frequency)) (post-hoc "
+                        "logit adjustment, Menon et al. 2021): trades pixel accuracy for mean "
+                        "class accuracy; 0 = none (default: the run's own --prior-correction); "
+                        "a run without stored class frequencies counts them in its data file")
 
 
 def _scale_list(text):
@@ -218,7 +223,8 @@ def _run_eval(args):
     evaluate.run_eval(args.train_dir, checkpoint=args.checkpoint, data=args.data,
                       data_dir=args.data_dir, split=args.split, names_file=args.names_file,
                       batch_size=args.batch_size, json_out=args.json,
-                      test_scales=args.test_scales, test_flip=args.test_flip)
+                      test_scales=args.test_scales, test_flip=args.test_flip,
+                      prior_correction=args.prior_correction)
     return 0
 
 
@@ -241,7 +247,8 @@ def _run_predict(args):
     from fcn_tf1 import predict
     written, failures = predict.predict(args.train_dir, args.out_dir, args.inputs,
                                         checkpoint=args.checkpoint, test_scales=args.test_scales,
-                                        test_flip=args.test_flip)
+                                        test_flip=args.test_flip,
+                                        prior_correction=args.prior_correction)
     print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
     for failure in failures:
         print(f"fcn-tf1: error: {failure}", file=sys.stderr)

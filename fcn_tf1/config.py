@@ -36,7 +36,7 @@ MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
-    "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights",
+    "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
 })
 
 
@@ -53,6 +53,11 @@ class RunConfig:
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
     ``class_weighting`` and the resulting ``class_weights`` (stored, so a
     resumed run uses exactly the same weights).
+    Prediction: ``prior_correction`` (tau >= 0; 0 = none): the predicted
+    class is argmax(logits - tau * log(class_priors)), post-hoc logit
+    adjustment toward mean class accuracy (losses.prior_offsets); the loss
+    always sees the raw logits. ``class_priors`` are the training pixel
+    frequencies, computed when the run starts with tau > 0 and stored.
     Data: ``data`` (HDF5 from ``fcn-tf1 prepare``), ``val_fraction``,
     ``batch_size``, ``crop_size`` (None = full images), ``flip``,
     ``scale_jitter`` ((min, max) or None), ``repeat_factor_threshold`` (0:
@@ -83,6 +88,9 @@ class RunConfig:
     void_label: int = 255
     class_weighting: str = "none"
     class_weights: Optional[Tuple[float, ...]] = None
+    # prediction
+    prior_correction: float = 0.0
+    class_priors: Optional[Tuple[float, ...]] = None
     # data
     data: str = "data/siftflow_sample.h5"
     val_fraction: float = 0.1
@@ -149,7 +157,8 @@ def _problems(cfg):
         positive(name)
     for name in ("weight_decay", "momentum", "save_every_steps", "save_every_secs",
                  "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
-                 "log_every_steps", "num_prediction_pngs", "seed", "max_minutes", "poly_power"):
+                 "log_every_steps", "num_prediction_pngs", "seed", "max_minutes", "poly_power",
+                 "prior_correction"):
         positive(name, allow_zero=True)
     if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:
         out.append("lr_schedule='poly_time' decays over the time budget: it needs max_minutes > 0")
@@ -168,6 +177,10 @@ def _problems(cfg):
                    "sampling) or in (0, 1]")
     if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
+    if cfg.class_priors is not None and (len(cfg.class_priors) != cfg.num_classes
+                                         or min(cfg.class_priors) < 0
+                                         or not sum(cfg.class_priors) > 0):
+        out.append(f"class_priors must be {cfg.num_classes} non-negative frequencies, not all 0")
     if cfg.dropout is not None and (isinstance(cfg.dropout, bool)
                                     or not isinstance(cfg.dropout, (int, float))
                                     or not 0.0 <= cfg.dropout < 1.0):
@@ -195,7 +208,7 @@ def _numbers(value):
     return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-_TUPLE_FIELDS = ("class_weights", "scale_jitter")
+_TUPLE_FIELDS = ("class_weights", "scale_jitter", "class_priors")
 
 
 def _as_float(value, source, name):

@@ -68,7 +68,8 @@ def validation_indices(dataset, val_fraction):
 
 
 def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,
-             batch_size=8, json_out=None, test_scales=None, test_flip=False, log=print):
+             batch_size=8, json_out=None, test_scales=None, test_flip=False, prior_correction=None,
+             log=print):
     """``fcn-tf1 eval``: scores a trained run on a data source and prints the table.
 
     The data source is ``data`` (all images of an HDF5 file), or ``data_dir``
@@ -76,8 +77,10 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
     neither is given, the run's own validation split. ``test_scales`` (multiples
     of the run's input_scale) and ``test_flip`` average the predictions over
     test-time views; without them the net runs once per image, as in training.
+    ``prior_correction`` (tau) replaces the run's own (trained.with_prior_correction).
     """
-    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip) as (
+    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip,
+                              prior_correction) as (
             config, session, net, checkpoint):
         class_names = list(siftflow.CLASS_NAMES)
         if data_dir is not None:
@@ -94,7 +97,10 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
                                "give --data or --data-dir")
             source = f"{path} ({'all images' if indices is None else 'validation split'})"
             batch_iter = batches.iterate_batches(path, indices, batch_size)
-        log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}")
+        correction = (f"; prior correction {config.prior_correction:g}"
+                      if config.prior_correction else "")
+        log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}"
+            f"{correction}")
         result = evaluate_in_session(session, net, batch_iter, config.num_classes,
                                      config.void_label, class_names)
     log(metrics.format_table(result))

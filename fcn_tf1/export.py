@@ -8,6 +8,9 @@ TF1 ``SavedModelBuilder``; TF2 loads it eagerly::
     out["classes"]        # int32 [N, H, W]
     out["probabilities"]  # float32 [N, H, W, num_classes]
 
+Both outputs include the run's prior correction (config ``prior_correction``),
+as eval and predict do.
+
 The export is built in a temporary directory beside ``out_dir`` and renamed at
 the end, so a failed export leaves nothing under the final name.
 """
@@ -18,7 +21,7 @@ import tempfile
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import model, trained
+from fcn_tf1 import graph, model, trained
 from fcn_tf1.errors import FcnError
 
 tf1 = tf.compat.v1
@@ -40,6 +43,7 @@ def export(train_dir, out_dir, checkpoint=None):
                                      variant=config.variant, backbone=config.backbone,
                                      width=config.width, dropout=config.dropout,
                                      input_scale=config.input_scale, is_training=False)
+            logits = graph.decision_logits(logits, config)  # the run's prior correction
             classes = tf.cast(tf.argmax(logits, axis=-1), tf.int32, name="classes")
             probabilities = tf.nn.softmax(logits, name="probabilities")
             with tf1.Session() as session:

@@ -12,6 +12,7 @@ import collections
 import tensorflow as tf
 
 from fcn_tf1 import losses, model
+from fcn_tf1.errors import ConfigError
 
 tf1 = tf.compat.v1
 
@@ -42,9 +43,10 @@ def build_inference_graph(config, test_scales=None, test_flip=False):
       InferenceGraph: ``images`` float32 placeholder [None, None, None, 3] (RGB
       0..255), ``is_training`` bool placeholder (default False: batch norm uses
       its moving averages, no dropout; ignored by a test-time-averaged graph),
-      ``logits`` float32 [B, H, W, C], ``predictions`` int64 [B, H, W] (argmax:
-      prediction only, never before the loss), ``probabilities`` float32
-      [B, H, W, C].
+      ``logits`` float32 [B, H, W, C] (what the loss takes), ``predictions``
+      int64 [B, H, W] (argmax: prediction only, never before the loss),
+      ``probabilities`` float32 [B, H, W, C]; with ``config.prior_correction``
+      the last two come from the prior-corrected logits (decision_logits).
     """
     # a graph-level seed makes every initializer and dropout mask reproducible
     tf1.set_random_seed(config.seed)
@@ -56,8 +58,25 @@ def build_inference_graph(config, test_scales=None, test_flip=False):
     else:
         probabilities = _view_average(images, config, test_scales or (1.0,), test_flip)
         logits = tf.math.log(probabilities, name="logits")
+    decision = decision_logits(logits, config)
+    if decision is not logits:
+        probabilities = losses.probabilities(decision)
     return InferenceGraph(images=images, is_training=is_training, logits=logits,
-                          predictions=losses.predictions(logits), probabilities=probabilities)
+                          predictions=losses.predictions(decision), probabilities=probabilities)
+
+
+def decision_logits(logits, config):
+    """The logits the prediction is taken from: ``logits`` themselves, or with
+    ``config.prior_correction`` > 0 the prior-corrected logits
+    ``logits - prior_correction * log(config.class_priors)`` (losses.prior_offsets).
+    The loss always takes the raw logits."""
+    if not config.prior_correction:
+        return logits
+    if config.class_priors is None:
+        raise ConfigError("prior_correction needs the run's class_priors (computed from the "
+                          "training images when a run starts)")
+    offsets = losses.prior_offsets(config.class_priors, config.prior_correction)
+    return tf.add(logits, tf.constant(offsets), name="prior_corrected_logits")
 
 
 def _inference(images, config, input_scale, is_training):

@@ -6,6 +6,8 @@
     probabilities(logits)                    -> float32 [B, H, W, C] (softmax)
     validate_labels(labels, ...)             numpy check, raises DataError
     median_frequency_weights(counts, ...)    -> float32 numpy [C]
+    class_priors(counts)                     -> tuple of float [C] (pixel frequencies)
+    prior_offsets(priors, tau)               -> float32 numpy [C] (-tau * log prior)
 
 Why neither an average nor an argmax may come before the loss. The network
 emits logits [B, H, W, 33]: one score vector per pixel, and the task is to
@@ -203,3 +205,48 @@ def median_frequency_weights(class_pixel_counts, presence_pixel_counts=None):
     freq = counts[present] / totals[present]
     weights[present] = np.median(freq) / freq
     return weights.astype(np.float32)
+
+
+def class_priors(class_pixel_counts):
+    """The training label distribution: each class's share of the labelled pixels.
+
+    Args:
+        class_pixel_counts: array [num_classes] of labelled pixels per class
+            (void excluded), e.g. ``H5Dataset.label_counts(train_indices)``.
+
+    Returns:
+        tuple of float [num_classes], summing to 1.
+    """
+    counts = np.asarray(class_pixel_counts, dtype=np.float64)
+    if counts.ndim != 1 or np.any(counts < 0) or not counts.sum() > 0:
+        raise ValueError("class_pixel_counts must be a 1-D array of non-negative counts, "
+                         "not all zero")
+    return tuple(float(c) for c in counts / counts.sum())
+
+
+def prior_offsets(priors, tau):
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): -tau * log(prior_c), per class.
+
+    Added to the logits before the argmax, they shift the decision from the
+    most probable class toward the class that is most probable *relative to
+    how often it was seen in training*: tau = 1 turns a classifier trained on
+    the skewed label distribution into one for balanced (mean class)
+    accuracy; smaller tau trades less pixel accuracy for it. A class with
+    prior 0 (never labelled in training) gets the smallest offset of the seen
+    classes, so it is never boosted.
+
+    Args:
+        priors: [num_classes] class frequencies (``class_priors``).
+        tau: float >= 0, the strength.
+
+    Returns:
+        float32 numpy [num_classes].
+    """
+    priors = np.asarray(priors, dtype=np.float64)
+    seen = priors > 0
+    if priors.ndim != 1 or np.any(priors < 0) or not seen.any():
+        raise ValueError("priors must be a 1-D array of non-negative frequencies, not all zero")
+    offsets = np.zeros_like(priors)
+    offsets[seen] = -tau * np.log(priors[seen])
+    offsets[~seen] = offsets[seen].min()
+    return offsets.astype(np.float32)

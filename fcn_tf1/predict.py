@@ -80,11 +80,12 @@ def output_stems(inputs):
 
 
 def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_flip=False,
-            log=print):
+            prior_correction=None, log=print):
     """Runs the trained model of ``train_dir`` on ``inputs`` and writes PNGs into ``out_dir``.
 
     ``test_scales`` (multiples of the run's input_scale) and ``test_flip``
-    average the predictions over test-time views, as ``fcn-tf1 eval`` does.
+    average the predictions over test-time views and ``prior_correction``
+    (tau) replaces the run's own, as in ``fcn-tf1 eval``.
 
     Returns:
       (written, failures): lists of output stems and of one-line error messages.
@@ -98,7 +99,8 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
     except OSError as err:
         raise FcnError(f"{out_dir}: cannot create output directory ({err.strerror})") from None
     written, failures = [], []
-    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip) as (
+    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip,
+                              prior_correction) as (
             config, session, net, _):
         class_names = _class_names(config)
         for path, stem in zip(inputs, output_stems(inputs)):

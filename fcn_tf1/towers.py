@@ -156,7 +156,8 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
 
     with tf.device(devices[0]):
         logits = tf.concat(tower_logits, axis=0, name="logits")
-        predictions = losses.predictions(logits)
+        decision = graph.decision_logits(logits, config)
+        predictions = losses.predictions(decision)
         valid = tf.not_equal(labels, config.void_label)
         correct = tf.logical_and(valid, tf.equal(predictions, labels))
         pixel_accuracy = tf.math.divide_no_nan(tf.reduce_sum(tf.cast(correct, tf.float32)),
@@ -168,7 +169,7 @@ def build_multi_tower_training_graph(config, devices, variables_device="/cpu:0")
         tf1.summary.scalar("train/pixel_accuracy", pixel_accuracy),
     ])
     return TowerGraph(images=images, is_training=is_training, logits=logits,
-                      predictions=predictions, probabilities=losses.probabilities(logits),
+                      predictions=predictions, probabilities=losses.probabilities(decision),
                       labels=labels, data_loss=data_loss, total_loss=total_loss,
                       pixel_accuracy=pixel_accuracy, learning_rate=learning_rate,
                       global_step=global_step, train_op=train_op, summary_op=summary_op,

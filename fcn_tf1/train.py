@@ -69,6 +69,17 @@ def _with_class_weights(config, dataset, train_indices, log):
     return config.replace(class_weights=tuple(float(w) for w in weights))
 
 
+def _with_class_priors(config, dataset, train_indices, log):
+    if not config.prior_correction or config.class_priors is not None:
+        return config
+    priors = losses.class_priors(dataset.label_counts(train_indices))
+    boost = np.exp(losses.prior_offsets(priors, config.prior_correction))
+    log(f"prior correction {config.prior_correction:g}: predictions weigh each class by "
+        f"1/prior^{config.prior_correction:g} (x{boost.min():.3g} to x{boost.max():.3g} before "
+        "normalising; the loss is unchanged)")
+    return config.replace(class_priors=priors)
+
+
 def latest_checkpoint(train_dir):
     """The newest complete checkpoint prefix of ``train_dir``, or None.
 
@@ -227,6 +238,7 @@ def train(requested, train_dir, explicit=(), log=print, build_graph=None, sessio
             if not train_indices:
                 raise FcnError(f"{config.data}: no training images after the validation split")
             config = _with_class_weights(config, dataset, train_indices, log)
+            config = _with_class_priors(config, dataset, train_indices, log)
         config_lib.save(config, train_dir)
         log(f"{'resuming' if resuming else 'starting'} run in {train_dir}{where}: "
             f"{config.backbone} {config.variant} width {config.width}, "
@@ -397,6 +409,8 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
         loss = "" if config.class_weighting == "none" else f", {config.class_weighting} loss"
         if config.repeat_factor_threshold:
             loss += f", repeat factor sampling {config.repeat_factor_threshold:g}"
+        if config.prior_correction:
+            loss += f", prior correction {config.prior_correction:g}"
         clock.validated(step, result, title=f"{config.backbone} {config.variant} width "
                         f"{config.width}, batch {config.batch_size} {crop}{scale}, "
                         f"{config.optimizer} {config.learning_rate:g} {config.lr_schedule}"

@@ -181,6 +181,13 @@ def add_arguments(parser):
                             "set but large where they occur (desert, balcony) and for the rarest; "
                             "on SIFT Flow too strong (README, run R) "
                             f"(default {D.class_weighting})")
+    lossg.add_argument("--prior-correction", type=float, default=None, metavar="TAU",
+                       help="not a loss change: validation, eval, predict and export take "
+                            "argmax(logits - TAU * log(class frequency in the training images)) "
+                            "(post-hoc logit adjustment, Menon et al. 2021), favouring rare "
+                            "classes: mean class accuracy up, pixel accuracy down. 1 targets "
+                            "balanced accuracy for a plain loss; 0: argmax of the logits "
+                            f"(default {D.prior_correction:g})")
 
     dist = parser.add_argument_group(
         "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "

@@ -9,7 +9,7 @@ import pathlib
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph
+from fcn_tf1 import graph, h5data, losses, siftflow
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -55,16 +55,40 @@ def check_test_scales(config, test_scales):
                 f"{multiple} is outside [{low}, {high}]")
 
 
+def with_prior_correction(config, prior_correction):
+    """``config`` predicting with ``prior_correction`` (tau; None keeps the run's own).
+
+    A run trained without a correction has no stored class priors: they are
+    counted from the training split of the run's data file, as a run that
+    starts with the correction does.
+    """
+    if prior_correction is None:
+        return config
+    try:
+        config = config.replace(prior_correction=prior_correction)
+    except ConfigError as err:
+        raise ConfigError(f"--prior-correction {prior_correction}: {err}") from None
+    if config.prior_correction and config.class_priors is None:
+        with h5data.H5Dataset(config.data) as dataset:
+            train_names = siftflow.split_train_val(dataset.names, config.val_fraction)[0]
+            counts = dataset.label_counts(dataset.indices_of(train_names))
+        config = config.replace(class_priors=losses.class_priors(counts))
+    return config
+
+
 @contextlib.contextmanager
-def open_trained(train_dir, checkpoint=None, test_scales=None, test_flip=False):
+def open_trained(train_dir, checkpoint=None, test_scales=None, test_flip=False,
+                 prior_correction=None):
     """Yields ``(config, session, net, checkpoint_path)`` for a trained run.
 
     ``net`` is an InferenceGraph (``images`` float32 placeholder, ``predictions``,
     ``probabilities``); batch norm uses its moving averages. ``test_scales``
     (multiples of the run's input_scale) and ``test_flip`` average the
-    predictions over test-time views (graph.build_inference_graph).
+    predictions over test-time views (graph.build_inference_graph);
+    ``prior_correction`` (tau, or None for the run's own) corrects them toward
+    balanced accuracy (with_prior_correction).
     """
-    config = config_lib.load(train_dir)
+    config = with_prior_correction(config_lib.load(train_dir), prior_correction)
     check_test_scales(config, test_scales)
     checkpoint = find_checkpoint(train_dir, checkpoint)
     with tf.Graph().as_default():

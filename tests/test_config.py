@@ -10,7 +10,8 @@ from fcn_tf1.errors import ConfigError
 def test_round_trip(tmp_path):
     cfg = config_lib.RunConfig(width=8, crop_size=None, scale_jitter=(0.75, 1.25), dropout=0.0,
                                input_scale=0.5,
-                               class_weights=tuple(float(i) for i in range(33)))
+                               class_weights=tuple(float(i) for i in range(33)),
+                               prior_correction=0.5, class_priors=(1 / 33,) * 33)
     config_lib.save(cfg, tmp_path)
     assert config_lib.load(tmp_path) == cfg
 
@@ -29,6 +30,9 @@ def test_round_trip(tmp_path):
     ({"input_scale": True}, "input_scale"),
     ({"repeat_factor_threshold": 1.5}, "repeat_factor_threshold"),
     ({"repeat_factor_threshold": -0.1}, "repeat_factor_threshold"),
+    ({"prior_correction": -0.5}, "prior_correction"),
+    ({"class_priors": (0.5, 0.5)}, "class_priors must be 33"),
+    ({"class_priors": (-1.0,) + (0.1,) * 32}, "class_priors must be 33 non-negative"),
 ])
 def test_invalid_values_are_config_errors(changes, words):
     with pytest.raises(ConfigError, match=words):
@@ -93,6 +97,7 @@ def test_saved_file_is_plain_json(tmp_path):
     (["--dropout", "0"], "dropout", 0.0),
     (["--input-scale", "0.5"], "input_scale", 0.5),
     (["--repeat-factor-threshold", "0.1"], "repeat_factor_threshold", 0.1),
+    (["--prior-correction", "0.6"], "prior_correction", 0.6),
     ([], "dropout", None),
 ])
 def test_cli_none_values_are_explicit(argv, field, expected):

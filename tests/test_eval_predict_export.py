@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fcn_tf1 import batches, cli, config as config_lib, trained, train
+from fcn_tf1 import batches, cli, config as config_lib, h5data, trained, train
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,74 @@ def test_predict_with_test_time_views(trained_run, default_data, tmp_path):
     np.testing.assert_array_equal(np.array(Image.open(out / "scene.png")), expected)
     single = _probabilities(trained_run, images)[0].argmax(-1)
     assert (expected != single).any()  # the views changed some pixels
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_prior_correction_moves_the_argmax_by_the_log_priors(trained_run, default_data):
+    images = next(batches.iterate_batches(default_data, [0, 1, 2], 3))[0]
+    with trained.open_trained(trained_run) as (config, session, net, _):
+        assert config.prior_correction == 0 and config.class_priors is None
+        raw_logits, raw_predictions = session.run([net.logits, net.predictions],
+                                                  {net.images: images})
+    with trained.open_trained(trained_run, prior_correction=2.0) as (config, session, net, _):
+        logits, predictions, probabilities = session.run(
+            [net.logits, net.predictions, net.probabilities], {net.images: images})
+    # the priors are counted on the run's training split, void excluded
+    with h5data.H5Dataset(default_data) as dataset:
+        train_indices, _ = train._split(dataset, config.val_fraction)
+        counts = dataset.label_counts(train_indices)
+    priors = np.array(config.class_priors)
+    np.testing.assert_allclose(priors, counts / counts.sum())
+    np.testing.assert_allclose(logits, raw_logits, atol=1e-5)  # what the loss sees: unchanged
+    seen = priors > 0
+    offsets = np.where(seen, -2.0 * np.log(np.where(seen, priors, 1.0)), 0.0)
+    offsets[~seen] = offsets[seen].min()  # never-seen classes are not boosted
+    adjusted = raw_logits + offsets
+    close = np.sort(adjusted, -1)[..., -1] - np.sort(adjusted, -1)[..., -2] < 1e-4
+    np.testing.assert_array_equal(predictions[~close], adjusted.argmax(-1)[~close])
+    np.testing.assert_allclose(probabilities, _softmax(adjusted), atol=1e-5)
+    assert (predictions != raw_predictions).mean() > 0.01  # rare classes won pixels
+
+
+def test_eval_prior_correction_option(trained_run, tmp_path, capsys):
+    plain, corrected = tmp_path / "plain.json", tmp_path / "corrected.json"
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(plain)]) == 0
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(corrected),
+                     "--prior-correction", "2"]) == 0
+    assert "; prior correction 2" in capsys.readouterr().out
+    assert (json.loads(plain.read_text())["confusion_matrix"]
+            != json.loads(corrected.read_text())["confusion_matrix"])
+    for value, message in (("-1", "prior_correction=-1.0 must be >= 0"),
+                           ("nan", "must be finite")):
+        assert cli.main(["eval", "--train-dir", str(trained_run),
+                         "--prior-correction", value]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_run_trained_with_prior_correction_keeps_it(trained_run, default_data, tmp_path):
+    # the run stores the priors it counted; eval, predict and export all use them
+    train_dir = tmp_path / "corrected"
+    cfg = config_lib.load(trained_run).replace(prior_correction=1.5, max_steps=2)
+    train.train(cfg, train_dir, log=lambda *a: None)
+    saved = config_lib.load(train_dir)
+    assert saved.prior_correction == 1.5
+    with trained.open_trained(trained_run, prior_correction=1.5) as (counted, _, _, _):
+        assert saved.class_priors == counted.class_priors
+    assert sum(saved.class_priors) == pytest.approx(1.0)
+
+    images = next(batches.iterate_batches(default_data, [4, 7], 2))[0]
+    with trained.open_trained(train_dir) as (_, session, net, _):
+        corrected, logits = session.run([net.predictions, net.logits], {net.images: images})
+    assert (corrected != logits.argmax(-1)).any()
+    export_dir = tmp_path / "saved"
+    assert cli.main(["export", "--train-dir", str(train_dir), "--out", str(export_dir)]) == 0
+    out = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
+        images=tf.constant(images.astype(np.uint8)))
+    np.testing.assert_array_equal(out["classes"].numpy(), corrected)
+    with trained.open_trained(train_dir, prior_correction=0) as (_, session, net, _):
+        np.testing.assert_array_equal(session.run(net.predictions, {net.images: images}),
+                                      logits.argmax(-1))

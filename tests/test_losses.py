@@ -143,3 +143,24 @@ def test_median_frequency_weights():
     weights = losses.median_frequency_weights([10, 20, 0, 40], presence_pixel_counts=[100, 40, 0, 80])
     np.testing.assert_allclose(weights, [5.0, 1.0, 0.0, 1.0], rtol=1e-6)
     np.testing.assert_array_equal(losses.median_frequency_weights(np.zeros(3)), 0.0)
+
+
+def test_class_priors_and_prior_offsets():
+    priors = losses.class_priors([30, 10, 0, 60])
+    assert priors == pytest.approx((0.3, 0.1, 0.0, 0.6))
+    offsets = losses.prior_offsets(priors, 0.5)
+    assert offsets.dtype == np.float32
+    np.testing.assert_allclose(offsets[[0, 1, 3]], -0.5 * np.log([0.3, 0.1, 0.6]), rtol=1e-6)
+    assert offsets[2] == offsets[3]  # a class never seen in training gets no boost
+    assert offsets[1] > offsets[0] > offsets[3]  # the rarer, the larger the boost
+    np.testing.assert_array_equal(losses.prior_offsets(priors, 0.0), np.zeros(4, np.float32))
+    # tau = 1 turns a calibrated p(c|x) into p(c|x) / p(c): the argmax of the balanced posterior
+    posterior = np.array([0.5, 0.2, 0.0, 0.3])
+    logits = np.log(posterior + 1e-12)
+    assert np.argmax(logits) == 0
+    assert np.argmax(logits + losses.prior_offsets(priors, 1.0)) == 1  # 0.2/0.1 > 0.5/0.3
+    for bad in ([], [0, 0], [1, -1]):
+        with pytest.raises(ValueError):
+            losses.class_priors(bad)
+        with pytest.raises(ValueError):
+            losses.prior_offsets(bad, 1.0)
