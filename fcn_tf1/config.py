@@ -30,6 +30,7 @@ CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency",
                     "median_frequency_global")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
+MAX_PRIOR_CORRECTION = 10.0  # beyond 1 the correction over-favours rare classes
 
 # Fields a resumed run may change: they do not alter the graph, the variables,
 # or the data order, so the checkpoint stays valid and the run stays exact.
@@ -53,11 +54,13 @@ class RunConfig:
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
     ``class_weighting`` and the resulting ``class_weights`` (stored, so a
     resumed run uses exactly the same weights).
-    Prediction: ``prior_correction`` (tau >= 0; 0 = none): the predicted
+    Prediction: ``prior_correction`` (tau in [0, 10]; 0 = none): the predicted
     class is argmax(logits - tau * log(class_priors)), post-hoc logit
     adjustment toward mean class accuracy (losses.prior_offsets); the loss
-    always sees the raw logits. ``class_priors`` are the training pixel
-    frequencies, computed when the run starts with tau > 0 and stored.
+    always sees the raw logits; validation, the logged batch accuracy, eval,
+    predict and export take the corrected argmax. ``class_priors`` are the
+    training pixel frequencies, computed when the run starts with tau > 0
+    and stored.
     Data: ``data`` (HDF5 from ``fcn-tf1 prepare``), ``val_fraction``,
     ``batch_size``, ``crop_size`` (None = full images), ``flip``,
     ``scale_jitter`` ((min, max) or None), ``repeat_factor_threshold`` (0:
@@ -160,6 +163,9 @@ def _problems(cfg):
                  "log_every_steps", "num_prediction_pngs", "seed", "max_minutes", "poly_power",
                  "prior_correction"):
         positive(name, allow_zero=True)
+    if not cfg.prior_correction <= MAX_PRIOR_CORRECTION:
+        out.append(f"prior_correction={cfg.prior_correction!r} must be in [0, "
+                   f"{MAX_PRIOR_CORRECTION:g}]")
     if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:
         out.append("lr_schedule='poly_time' decays over the time budget: it needs max_minutes > 0")
     if not 0 <= cfg.void_label <= 255 or cfg.void_label < cfg.num_classes:
@@ -177,7 +183,8 @@ def _problems(cfg):
                    "sampling) or in (0, 1]")
     if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
-    if cfg.class_priors is not None and (len(cfg.class_priors) != cfg.num_classes
+    if cfg.class_priors is not None and (not cfg.class_priors
+                                         or len(cfg.class_priors) != cfg.num_classes
                                          or min(cfg.class_priors) < 0
                                          or not sum(cfg.class_priors) > 0):
         out.append(f"class_priors must be {cfg.num_classes} non-negative frequencies, not all 0")

@@ -127,5 +127,9 @@ class EagerFCN(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def __call__(self, images):
-        """float32 [B, H, W, 3] RGB 0..255 -> float32 logits [B, H, W, num_classes]."""
+        """float32 [B, H, W, 3] RGB 0..255 -> float32 logits [B, H, W, num_classes].
+
+        The raw logits: a run with a ``prior_correction`` predicts
+        argmax(logits + losses.prior_offsets(config.class_priors, tau)).
+        """
         return forward(self.weights, images, self.variant, self.input_scale)

@@ -107,7 +107,8 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
     log(f"{result['num_images']} images in {result['seconds']:.1f} s "
         f"({result['forward_seconds']:.1f} s in the forward pass)")
     if json_out is not None:
-        rundir.write_json(json_out, {k: v for k, v in result.items()
-                                     if k not in ("seconds", "forward_seconds")})
+        rundir.write_json(json_out, dict({k: v for k, v in result.items()
+                                          if k not in ("seconds", "forward_seconds")},
+                                         prior_correction=config.prior_correction))
         log(f"wrote {json_out}")
     return result

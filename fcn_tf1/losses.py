@@ -229,9 +229,12 @@ def prior_offsets(priors, tau):
 
     Added to the logits before the argmax, they shift the decision from the
     most probable class toward the class that is most probable *relative to
-    how often it was seen in training*: tau = 1 turns a classifier trained on
-    the skewed label distribution into one for balanced (mean class)
-    accuracy; smaller tau trades less pixel accuracy for it. A class with
+    how often it was seen in training*: for a model trained with the plain
+    loss on uniformly drawn images, tau = 1 turns it into a classifier for
+    balanced (mean class) accuracy; smaller tau trades less pixel accuracy
+    for it. After class weights or repeat factor sampling the model has
+    already shifted toward the rare classes, so a smaller tau is the
+    balanced one (measured: README). A class with
     prior 0 (never labelled in training) gets the smallest offset of the seen
     classes, so it is never boosted.
 

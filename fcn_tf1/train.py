@@ -418,7 +418,8 @@ def _validate(config, session, net, writer, val_indices, class_names, step, stop
         log(f"learning curve ({len(clock.points)} points, {clock.seconds() / 60:.1f} training "
             f"minutes): {clock.train_dir / progress.CURVE_PNG}")
     if train_dir is not None:
-        rundir.write_json(train_dir / "metrics.json", dict(result, step=step))
+        rundir.write_json(train_dir / "metrics.json",
+                          dict(result, step=step, prior_correction=config.prior_correction))
         out_dir = train_dir / "predictions"
         try:
             out_dir.mkdir(exist_ok=True)

@@ -185,8 +185,10 @@ def add_arguments(parser):
                        help="not a loss change: validation, eval, predict and export take "
                             "argmax(logits - TAU * log(class frequency in the training images)) "
                             "(post-hoc logit adjustment, Menon et al. 2021), favouring rare "
-                            "classes: mean class accuracy up, pixel accuracy down. 1 targets "
-                            "balanced accuracy for a plain loss; 0: argmax of the logits "
+                            "classes: mean class accuracy up, pixel accuracy down (the logged "
+                            "batch accuracy is of these predictions too). 1 targets "
+                            "balanced accuracy for a plain loss; 0: argmax of the logits; at "
+                            f"most {config_lib.MAX_PRIOR_CORRECTION:g} "
                             f"(default {D.prior_correction:g})")
 
     dist = parser.add_argument_group(

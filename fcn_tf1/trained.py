@@ -69,10 +69,14 @@ def with_prior_correction(config, prior_correction):
     except ConfigError as err:
         raise ConfigError(f"--prior-correction {prior_correction}: {err}") from None
     if config.prior_correction and config.class_priors is None:
-        with h5data.H5Dataset(config.data) as dataset:
-            train_names = siftflow.split_train_val(dataset.names, config.val_fraction)[0]
-            counts = dataset.label_counts(dataset.indices_of(train_names))
-        config = config.replace(class_priors=losses.class_priors(counts))
+        try:
+            with h5data.H5Dataset(config.data) as dataset:
+                train_names = siftflow.split_train_val(dataset.names, config.val_fraction)[0]
+                counts = dataset.label_counts(dataset.indices_of(train_names))
+            config = config.replace(class_priors=losses.class_priors(counts))
+        except FcnError as err:
+            raise type(err)(f"--prior-correction: the run stores no class priors and they "
+                             f"cannot be counted in its training data ({err})") from None
     return config
 
 

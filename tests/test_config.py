@@ -33,6 +33,8 @@ def test_round_trip(tmp_path):
     ({"prior_correction": -0.5}, "prior_correction"),
     ({"class_priors": (0.5, 0.5)}, "class_priors must be 33"),
     ({"class_priors": (-1.0,) + (0.1,) * 32}, "class_priors must be 33 non-negative"),
+    ({"class_priors": (0.0,) * 33}, "not all 0"),
+    ({"prior_correction": 11.0}, r"prior_correction=11.0 must be in \[0, 10\]"),
 ])
 def test_invalid_values_are_config_errors(changes, words):
     with pytest.raises(ConfigError, match=words):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fcn_tf1 import batches, cli, config as config_lib, h5data, trained, train
+from fcn_tf1 import batches, cli, config as config_lib, h5data, losses, trained, train
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_eval_json_on_a_checkpoint(trained_run, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"pixel_accuracy", "mean_accuracy", "mean_iou",
                             "frequency_weighted_iou", "num_images", "classes_evaluated",
-                            "per_class", "confusion_matrix"}
+                            "per_class", "confusion_matrix", "prior_correction"}
     assert metrics["num_images"] == 8  # the sample's validation split
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (33, 33)
@@ -205,26 +205,51 @@ def test_eval_prior_correction_option(trained_run, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_a_run_trained_with_prior_correction_keeps_it(trained_run, default_data, tmp_path):
-    # the run stores the priors it counted; eval, predict and export all use them
+def test_a_run_resumed_with_prior_correction_keeps_it(trained_run, default_data, tmp_path):
+    # resumed with --prior-correction, the run counts and stores the priors; eval, predict
+    # and export all predict with them
     train_dir = tmp_path / "corrected"
-    cfg = config_lib.load(trained_run).replace(prior_correction=1.5, max_steps=2)
+    cfg = config_lib.load(trained_run).replace(max_steps=2)
     train.train(cfg, train_dir, log=lambda *a: None)
+    assert config_lib.load(train_dir).class_priors is None
+    train.train(cfg.replace(max_steps=3, prior_correction=1.5), train_dir,
+                explicit={"max_steps", "prior_correction"}, log=lambda *a: None)
     saved = config_lib.load(train_dir)
     assert saved.prior_correction == 1.5
+    assert json.loads((train_dir / "metrics.json").read_text())["prior_correction"] == 1.5
     with trained.open_trained(trained_run, prior_correction=1.5) as (counted, _, _, _):
         assert saved.class_priors == counted.class_priors
     assert sum(saved.class_priors) == pytest.approx(1.0)
 
     images = next(batches.iterate_batches(default_data, [4, 7], 2))[0]
     with trained.open_trained(train_dir) as (_, session, net, _):
-        corrected, logits = session.run([net.predictions, net.logits], {net.images: images})
+        corrected, probabilities, logits = session.run(
+            [net.predictions, net.probabilities, net.logits], {net.images: images})
+    adjusted = logits + losses.prior_offsets(saved.class_priors, 1.5)
+    np.testing.assert_allclose(probabilities, _softmax(adjusted), atol=1e-5)
     assert (corrected != logits.argmax(-1)).any()
     export_dir = tmp_path / "saved"
     assert cli.main(["export", "--train-dir", str(train_dir), "--out", str(export_dir)]) == 0
     out = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
         images=tf.constant(images.astype(np.uint8)))
     np.testing.assert_array_equal(out["classes"].numpy(), corrected)
-    with trained.open_trained(train_dir, prior_correction=0) as (_, session, net, _):
-        np.testing.assert_array_equal(session.run(net.predictions, {net.images: images}),
-                                      logits.argmax(-1))
+    np.testing.assert_allclose(out["probabilities"].numpy(), probabilities, atol=1e-5)
+    Image.fromarray(images[0].astype(np.uint8)).save(tmp_path / "scene.png")
+    for tau, expected in (("1.5", corrected[0]), ("0", logits[0].argmax(-1))):
+        out_dir = tmp_path / f"predicted-{tau}"
+        assert cli.main(["predict", "--train-dir", str(train_dir), "--out-dir", str(out_dir),
+                         "--prior-correction", tau, str(tmp_path / "scene.png")]) == 0
+        np.testing.assert_array_equal(np.array(Image.open(out_dir / "scene.png")), expected)
+
+
+def test_prior_correction_without_the_data_file_names_it(trained_run, tmp_path, capsys):
+    moved = tmp_path / "run"
+    moved.mkdir()
+    for path in trained_run.iterdir():
+        if path.is_file():
+            (moved / path.name).write_bytes(path.read_bytes())
+    cfg = config_lib.load(moved)
+    config_lib.save(cfg.replace(data=str(tmp_path / "gone.h5")), moved)
+    assert cli.main(["eval", "--train-dir", str(moved), "--prior-correction", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--prior-correction: the run stores no class priors" in err and "gone.h5" in err
