@@ -151,12 +151,13 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     balanced = train_args.config_from_args(
         _parse(["--preset", "siftflow-cpu-60min-balanced", "--data", str(SAMPLE)]))[0]
     assert balanced.class_weighting == "median_frequency"
-    # the two recipes differ only in the loss, the learning rate (each its measured one),
-    # the sampling and the prediction's prior correction
+    # the two recipes differ only in the loss, the learning rate (each its measured one)
+    # and the prediction's prior correction
     assert (config.learning_rate, balanced.learning_rate) == (5e-4, 1e-3)
-    assert (balanced.repeat_factor_threshold, balanced.prior_correction) == (0.1, 0.6)
+    assert (config.prior_correction, balanced.prior_correction) == (0.0, 0.6)
+    assert config.repeat_factor_threshold == balanced.repeat_factor_threshold == 0.1
     assert balanced.replace(class_weighting="none", learning_rate=5e-4,
-                            repeat_factor_threshold=0.0, prior_correction=0.0) == \
+                            prior_correction=0.0) == \
         config.replace(width=balanced.width)
     # None in a preset is a value (whole images), not "unset": the default crop must not win
     assert wanted["crop_size"] is None and config.crop_size is None
