@@ -64,7 +64,7 @@ def validation_indices(dataset, val_fraction):
     """Indices of the deterministic validation split of an open H5Dataset."""
     if val_fraction <= 0:
         return []
-    return dataset.indices_of(siftflow.split_train_val(dataset.names, val_fraction)[1])
+    return dataset.split(val_fraction)[1]
 
 
 def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,

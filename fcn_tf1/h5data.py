@@ -304,6 +304,14 @@ class H5Dataset:
         for i in range(len(self)) if indices is None else indices:
             yield np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
 
+    def split(self, val_fraction):
+        """(train, validation) indices of the deterministic split (siftflow.split_train_val).
+
+        The training indices are in file order, the validation ones in name order.
+        """
+        train_names, val_names = siftflow.split_train_val(self.names, val_fraction)
+        return sorted(self.indices_of(train_names)), self.indices_of(val_names)
+
     def indices_of(self, names):
         """Positions of ``names`` in the file, as a list of int; DataError for unknown names."""
         names = list(names)

@@ -234,9 +234,9 @@ def prior_offsets(priors, tau):
     balanced (mean class) accuracy; smaller tau trades less pixel accuracy
     for it. After class weights or repeat factor sampling the model has
     already shifted toward the rare classes, so a smaller tau is the
-    balanced one (measured: README). A class with
-    prior 0 (never labelled in training) gets the smallest offset of the seen
-    classes, so it is never boosted.
+    balanced one (measured: README). A class with prior 0 (never labelled in
+    training) gets the smallest offset of the seen classes, so it is never
+    boosted.
 
     Args:
         priors: [num_classes] class frequencies (``class_priors``).

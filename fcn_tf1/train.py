@@ -52,8 +52,7 @@ def resolve_config(requested, train_dir, explicit=(), log=print):
 
 
 def _split(dataset, val_fraction):
-    val = evaluate.validation_indices(dataset, val_fraction)
-    return sorted(set(range(len(dataset))) - set(val)), val
+    return dataset.split(val_fraction)
 
 
 def _with_class_weights(config, dataset, train_indices, log):

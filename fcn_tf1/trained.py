@@ -9,7 +9,7 @@ import pathlib
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph, h5data, losses, siftflow
+from fcn_tf1 import graph, h5data, losses
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -71,8 +71,7 @@ def with_prior_correction(config, prior_correction):
     if config.prior_correction and config.class_priors is None:
         try:
             with h5data.H5Dataset(config.data) as dataset:
-                train_names = siftflow.split_train_val(dataset.names, config.val_fraction)[0]
-                counts = dataset.label_counts(dataset.indices_of(train_names))
+                counts = dataset.label_counts(dataset.split(config.val_fraction)[0])
             config = config.replace(class_priors=losses.class_priors(counts))
         except FcnError as err:
             raise type(err)(f"--prior-correction: the run stores no class priors and they "
