@@ -106,9 +106,8 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
             train_indices, val_indices = train._split(dataset, config.val_fraction)
-            chief_log = log if task.is_chief else (lambda *a: None)
-            config = train._with_class_weights(config, dataset, train_indices, chief_log)
-            config = train._with_class_priors(config, dataset, train_indices, chief_log)
+            config = train._with_class_statistics(config, dataset, train_indices,
+                                                  log if task.is_chief else (lambda *a: None))
         shard = train_indices[task.replica_index::task.num_replicas]
         if not shard:
             raise FcnError(f"{config.data}: {len(train_indices)} training images cannot be "

@@ -55,10 +55,22 @@ def _split(dataset, val_fraction):
     return dataset.split(val_fraction)
 
 
-def _with_class_weights(config, dataset, train_indices, log):
-    if config.class_weighting == "none" or config.class_weights is not None:
+def _with_class_statistics(config, dataset, train_indices, log):
+    """``config`` with the class weights and class priors it asks for, both counted on
+    its training images in one pass; values already stored (a resumed run) are kept."""
+    weigh = config.class_weighting != "none" and config.class_weights is None
+    correct = bool(config.prior_correction) and config.class_priors is None
+    if not (weigh or correct):
         return config
     counts, presence_pixels = dataset.label_statistics(train_indices)
+    if weigh:
+        config = _with_class_weights(config, counts, presence_pixels, log)
+    if correct:
+        config = _with_class_priors(config, counts, log)
+    return config
+
+
+def _with_class_weights(config, counts, presence_pixels, log):
     if config.class_weighting == "median_frequency_global":  # plain frequencies: stronger
         presence_pixels = None
     weights = losses.median_frequency_weights(counts, presence_pixels)
@@ -68,10 +80,8 @@ def _with_class_weights(config, dataset, train_indices, log):
     return config.replace(class_weights=tuple(float(w) for w in weights))
 
 
-def _with_class_priors(config, dataset, train_indices, log):
-    if not config.prior_correction or config.class_priors is not None:
-        return config
-    priors = losses.class_priors(dataset.label_counts(train_indices))
+def _with_class_priors(config, counts, log):
+    priors = losses.class_priors(counts)
     boost = np.exp(losses.prior_offsets(priors, config.prior_correction))
     log(f"prior correction {config.prior_correction:g}: predictions weigh each class by "
         f"1/prior^{config.prior_correction:g} (x{boost.min():.3g} to x{boost.max():.3g} before "
@@ -236,8 +246,7 @@ def train(requested, train_dir, explicit=(), log=print, build_graph=None, sessio
             train_indices, val_indices = _split(dataset, config.val_fraction)
             if not train_indices:
                 raise FcnError(f"{config.data}: no training images after the validation split")
-            config = _with_class_weights(config, dataset, train_indices, log)
-            config = _with_class_priors(config, dataset, train_indices, log)
+            config = _with_class_statistics(config, dataset, train_indices, log)
         config_lib.save(config, train_dir)
         log(f"{'resuming' if resuming else 'starting'} run in {train_dir}{where}: "
             f"{config.backbone} {config.variant} width {config.width}, "

@@ -214,15 +214,16 @@ def test_median_frequency_weights_are_computed_once_and_saved(default_data, tmp_
     # the milder variant: the square roots of the same weights
     with h5data.H5Dataset(default_data) as data:
         indices = list(range(len(data)))
-        mild = train._with_class_weights(cfg.replace(class_weighting="sqrt_median_frequency"),
-                                         data, indices, quiet).class_weights
-        full = train._with_class_weights(cfg, data, indices, quiet).class_weights
+        mild = train._with_class_statistics(cfg.replace(class_weighting="sqrt_median_frequency"),
+                                            data, indices, quiet).class_weights
+        full = train._with_class_statistics(cfg, data, indices, quiet).class_weights
     np.testing.assert_allclose(mild, np.sqrt(full), rtol=1e-6)
     assert max(mild) < max(full)
     # the global variant: median frequency over the plain class frequencies of all pixels
     with h5data.H5Dataset(default_data) as data:
-        strong = train._with_class_weights(cfg.replace(class_weighting="median_frequency_global"),
-                                           data, indices, quiet).class_weights
+        strong = train._with_class_statistics(
+            cfg.replace(class_weighting="median_frequency_global"), data, indices, quiet
+        ).class_weights
     freq = counts / counts.sum()
     expected = np.where(absent, 0.0, np.median(freq[~absent]) / np.where(absent, 1, freq))
     np.testing.assert_allclose(strong, expected, rtol=1e-5)
