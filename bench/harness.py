@@ -289,11 +289,11 @@ def poison_label(source, target, at_batch, value=40, **config_changes):
     """Copies the HDF5 ``source`` to ``target`` with label ``value`` (out of range) in the
     first image of training batch ``at_batch``; returns that image's index."""
     import h5py
-    from fcn_tf1 import batches, h5data, train
+    from fcn_tf1 import batches, h5data
     shutil.copyfile(source, target)
     config = tiny_config(target, **config_changes)
     with h5data.H5Dataset(target) as dataset:
-        train_indices, _ = train._split(dataset, config.val_fraction)
+        train_indices, _ = dataset.split(config.val_fraction)
     with batches.BatchStream(target, train_indices, config.batch_size, seed=config.seed,
                              prefetch=0) as stream:
         index = int(stream._epoch_order(0)[at_batch * config.batch_size])

@@ -105,7 +105,7 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
                               "instead of poly_time)")
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
-            train_indices, val_indices = train._split(dataset, config.val_fraction)
+            train_indices, val_indices = dataset.split(config.val_fraction)
             config = train._with_class_statistics(config, dataset, train_indices,
                                                   log if task.is_chief else (lambda *a: None))
         shard = train_indices[task.replica_index::task.num_replicas]

@@ -51,10 +51,6 @@ def resolve_config(requested, train_dir, explicit=(), log=print):
     return config_lib.merge_for_resume(saved, requested, set(explicit), train_dir), True
 
 
-def _split(dataset, val_fraction):
-    return dataset.split(val_fraction)
-
-
 def _with_class_statistics(config, dataset, train_indices, log):
     """``config`` with the class weights and class priors it asks for, both counted on
     its training images in one pass; values already stored (a resumed run) are kept."""
@@ -243,7 +239,7 @@ def train(requested, train_dir, explicit=(), log=print, build_graph=None, sessio
             check_config(config)
         with h5data.H5Dataset(config.data) as dataset:
             class_names = list(dataset.class_names)
-            train_indices, val_indices = _split(dataset, config.val_fraction)
+            train_indices, val_indices = dataset.split(config.val_fraction)
             if not train_indices:
                 raise FcnError(f"{config.data}: no training images after the validation split")
             config = _with_class_statistics(config, dataset, train_indices, log)

@@ -175,7 +175,7 @@ def test_prior_correction_moves_the_argmax_by_the_log_priors(trained_run, defaul
             [net.logits, net.predictions, net.probabilities], {net.images: images})
     # the priors are counted on the run's training split, void excluded
     with h5data.H5Dataset(default_data) as dataset:
-        train_indices, _ = train._split(dataset, config.val_fraction)
+        train_indices, _ = dataset.split(config.val_fraction)
         counts = dataset.label_counts(train_indices)
     priors = np.array(config.class_priors)
     np.testing.assert_allclose(priors, counts / counts.sum())
