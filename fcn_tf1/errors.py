@@ -17,3 +17,27 @@ class DataError(FcnError):
 
 class ConfigError(FcnError):
     """A config.json or a command-line combination that cannot be used."""
+
+
+# Lines of a TensorFlow error message that say where, not what.
+_TF_NOISE = ("Graph execution error", "Detected at node", "File ", "Node:", "[[", "Hint:",
+             "Original stack trace")
+
+
+def reason(err, limit=300):
+    """An exception as one short line, for the end of a one-line message.
+
+    A TensorFlow op error (it has ``error_code``) gives the first line of its
+    message that says what went wrong, not "Graph execution error" or a stack
+    frame; any other exception gives its whole message with the whitespace
+    folded (library messages may span lines), or its type when it has none.
+    """
+    if hasattr(err, "error_code"):
+        text = str(getattr(err, "message", None) or err)
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith(_TF_NOISE):
+                return line[:limit]
+        return type(err).__name__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:limit]
