@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seed answer's snippet, run as written as far as today's TensorFlow allows.
+"""The classic TF1 answer's snippet, run as written as far as today's TensorFlow allows.
 
 The question: an FCN gives logits [batch, 256, 256, 33] and labels [batch, 256, 256];
 average or argmax before the loss? Neither: keep the logits, score every pixel with
@@ -20,6 +20,11 @@ Below it runs through ``tf.compat.v1`` on two real SIFT Flow images from data/, 
 is marked ``PORT:`` with the reason; the failing original forms are executed and
 their errors printed, so what you read is what this TensorFlow does. Then the
 reshape-free form, and both losses are printed (they are equal).
+
+``masked_mean_loss`` is the masked loss in both forms: void pixels get a stand-in
+label and weight 0, and the sum is divided by the number of valid pixels with
+``tf.math.divide_no_nan``, so a batch with no valid pixel (all void) gives loss 0
+and zero gradients instead of 0 / 0 = NaN.
 
 Run from the repository root: ``python examples/seed_answer.py`` (a few seconds, CPU).
 """
@@ -57,6 +62,25 @@ def show_error(what, call):
     raise AssertionError(f"{what}: expected TensorFlow to refuse it, but it ran")
 
 
+def masked_mean_loss(logits, labels, void_label=VOID_LABEL, reshape=True):
+    """Mean softmax cross entropy over the non-void pixels; 0.0 when there is none.
+
+    logits: float32 [B, H, W, C], unscaled; labels: int32/int64 [B, H, W].
+    ``reshape=True`` flattens to [-1, C] / [-1] before the op (the classic form),
+    ``reshape=False`` hands the 4-D logits and 3-D labels to the op directly.
+    """
+    if reshape:
+        logits = tf.reshape(logits, [-1, logits.shape[-1]])  # [B*H*W, C]
+        labels = tf.reshape(labels, [-1])  # [B*H*W]
+    valid = tf.not_equal(labels, tf.cast(void_label, labels.dtype))
+    safe_labels = tf.where(valid, labels, tf.zeros_like(labels))  # any in-range class
+    weights = tf.cast(valid, tf.float32)
+    per_pixel = tf1.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=safe_labels, logits=logits)  # named arguments
+    # divide_no_nan: an all-void batch has 0 valid pixels, and 0 / 0 would be NaN
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * per_pixel), tf.reduce_sum(weights))
+
+
 def main():
     images_np, labels_np, names = next(iterate_batches(DATA, batch_size=2))
     void = int(np.count_nonzero(labels_np == VOID_LABEL))
@@ -92,26 +116,18 @@ def main():
 
         # PORT: void pixels. Label 255 is out of range for 33 classes: on CPU the op raises,
         # on GPU it silently returns NaN. They must be masked *before* the op: give them
-        # an in-range stand-in label, zero their loss, average over the valid pixels.
+        # an in-range stand-in label, zero their loss, average over the valid pixels
+        # (masked_mean_loss above; 0 for an all-void batch).
         # fcn_tf1.losses.loss does exactly this (and checks the other labels too).
         unmasked = tf1.nn.sparse_softmax_cross_entropy_with_logits(
             labels=flat_labels, logits=flat_logits)
-        valid = tf.not_equal(flat_labels, VOID_LABEL)
-        safe_labels = tf.where(valid, flat_labels, tf.zeros_like(flat_labels))
-        weights = tf.cast(valid, tf.float32)
 
-        per_pixel = tf1.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=safe_labels, logits=flat_logits)  # named arguments
-        loss = tf.reduce_sum(weights * per_pixel) / tf.reduce_sum(weights)
+        loss = masked_mean_loss(logits, labels, reshape=True)
         train_op = tf1.train.AdamOptimizer(1e-3).minimize(loss)
 
         # The reshape-free form: the op accepts the 4-D logits and 3-D labels directly
         # (any rank, classes on the last axis), with the same masking.
-        valid_4d = tf.not_equal(labels, VOID_LABEL)
-        per_pixel_4d = tf1.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.where(valid_4d, labels, tf.zeros_like(labels)), logits=logits)
-        weights_4d = tf.cast(valid_4d, tf.float32)
-        loss_reshape_free = tf.reduce_sum(weights_4d * per_pixel_4d) / tf.reduce_sum(weights_4d)
+        loss_reshape_free = masked_mean_loss(logits, labels, reshape=False)
 
         package_loss = losses.loss(logits, labels, NUM_CLASSES, VOID_LABEL)
         prediction = tf.argmax(logits, axis=-1)  # argmax: for the prediction, never before the loss
