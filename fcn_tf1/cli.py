@@ -7,10 +7,10 @@ import argparse
 import os
 import pathlib
 import sys
+import tempfile
 
+from fcn_tf1 import paths
 from fcn_tf1.errors import FcnError
-
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "siftflow_sample.h5"
 
 
 def _add_prepare(subparsers):
@@ -54,7 +54,7 @@ def _add_compare(subparsers):
                     "SIFT Flow batch (void pixels included); report both losses, the largest loss "
                     "and gradient differences over every trainable variable, and the training-step "
                     "time of each variant.")
-    p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
+    p.add_argument("--data", type=pathlib.Path, default=paths.DEFAULT_DATA,
                    help="HDF5 file from `fcn-tf1 prepare` (default: the embedded sample)")
     p.add_argument("--batch-size", type=int, default=4, help="images in the compared batch")
     p.add_argument("--repeats", type=int, default=7, help="timed training steps per variant")
@@ -94,34 +94,29 @@ def _add_train(subparsers):
 
 
 def _run_train(args):
-    from fcn_tf1 import cluster, distributed, train, train_args
+    from fcn_tf1 import train, train_args
     from fcn_tf1.errors import ConfigError
+    from fcn_tf1.parallel import cluster, distributed
     # --cluster FILE or TF_CONFIG: one task of a cluster; a ps task needs no data
-    task = cluster.resolve_task(getattr(args, "cluster", None), getattr(args, "job_name", None),
-                                    getattr(args, "task_index", None))
-    towers, sync = getattr(args, "towers", None) or 1, getattr(args, "sync", None)
+    task = cluster.resolve_task(args.cluster, args.job_name, args.task_index)
+    towers = args.towers or 1
     if task is not None and task.job_name == "ps":
         distributed.serve(task)
         return 0
-    train_args.apply_preset(args)
-    train_args.resolve_data(args)
-    train_args.resolve_epochs(args)
     config, explicit = train_args.config_from_args(args)
+    train_dir = train_args.train_dir_of(args)
     if task is not None:
         if towers != 1:
             raise ConfigError("--towers: one tower per cluster task (start one worker per device)")
-        distributed.run_task(config, args.train_dir, task, explicit, sync=sync is not False)
-    elif sync is not None:
+        distributed.run_task(config, train_dir, task, explicit, sync=args.sync is not False)
+    elif args.sync is not None:
         raise ConfigError("--sync/--async: need a cluster (--cluster FILE or TF_CONFIG)")
     elif towers != 1:
-        from fcn_tf1 import towers as towers_lib
-        towers_lib.train_with_towers(config, args.train_dir, towers, explicit=explicit)
+        from fcn_tf1.parallel import devices
+        train.train(config, train_dir, explicit=explicit, devices=devices.tower_devices(towers))
     else:
-        train.train(config, args.train_dir, explicit=explicit)
+        train.train(config, train_dir, explicit=explicit)
     return 0
-
-
-CLUSTER_LOCAL_OPTIONS = ("workers", "ps", "grace_secs", "timeout_secs")
 
 
 def _add_cluster_local(subparsers):
@@ -143,13 +138,13 @@ def _add_cluster_local(subparsers):
     launcher.add_argument("--timeout-secs", type=float, default=None,
                           help="stop the whole run after this long (exit status 124)")
     train_args.add_arguments(p)
-    p.set_defaults(func=_run_cluster_local, train_actions=[
-        a for a in p._actions if a.dest not in CLUSTER_LOCAL_OPTIONS + ("help",)])
+    p.set_defaults(func=_run_cluster_local)
 
 
 def _run_cluster_local(args):
-    from fcn_tf1 import cluster_local, train_args
+    from fcn_tf1 import train_args
     from fcn_tf1.errors import ConfigError
+    from fcn_tf1.parallel import cluster_local
     if args.cluster is not None or args.job_name is not None or args.task_index is not None:
         raise ConfigError("cluster-local: --cluster/--job-name/--task-index are chosen by the "
                           "launcher; drop them")
@@ -157,16 +152,17 @@ def _run_cluster_local(args):
         raise ConfigError("--towers: one tower per cluster task (start one worker per device)")
     if args.workers < 1 or args.ps < 1:
         raise ConfigError(f"--workers {args.workers} --ps {args.ps}: need at least one of each")
-    # prepare the data (and turn --epochs into steps) once, not in every task
-    train_args.apply_preset(args)
-    args.preset = None  # applied: the tasks get its options as words
-    train_args.resolve_data(args)
-    train_args.resolve_epochs(args)
-    args.data_dir, args.epochs = None, None
-    words = cluster_local.train_words(args, args.train_actions)
-    result = cluster_local.launch(words, workers=args.workers, ps=args.ps,
-                                  grace_secs=args.grace_secs, timeout_secs=args.timeout_secs,
-                                  log=lambda line: print(line, flush=True))
+    # the config is built (and the data prepared) once; every task reads the same file
+    config, explicit = train_args.config_from_args(args)
+    train_dir = train_args.train_dir_of(args)
+    with tempfile.TemporaryDirectory(prefix="fcn-tf1-cluster-") as tmp:
+        run_config = pathlib.Path(tmp) / "run_config.json"
+        train_args.write_run_config(run_config, config, explicit)
+        words = (["--run-config", str(run_config), "--train-dir", str(train_dir)]
+                 + (["--async"] if args.sync is False else []))
+        result = cluster_local.launch(words, workers=args.workers, ps=args.ps,
+                                      grace_secs=args.grace_secs, timeout_secs=args.timeout_secs,
+                                      log=lambda line: print(line, flush=True))
     return result.exit_code
 
 
@@ -210,7 +206,7 @@ def _add_test_time_views(p):
 
 
 def _scale_list(text):
-    # the range is checked against the run's input_scale (trained.check_test_scales)
+    # the range is checked against the run's input_scale (load_run.check_test_scales)
     try:
         return tuple(float(word) for word in text.split(","))
     except ValueError:

@@ -41,3 +41,9 @@ def reason(err, limit=300):
         return type(err).__name__
     text = " ".join(str(err).split()) or type(err).__name__
     return text[:limit]
+
+
+class TrainingDiverged(FcnError):
+    """The loss or the weights became NaN or Inf; nothing was saved after the last good
+    checkpoint. Exit status 3, so a scheduler can tell it from bad input."""
+    exit_code = 3

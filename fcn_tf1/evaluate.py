@@ -7,7 +7,7 @@ eval``: it rebuilds a trained run from its config.json and checkpoint.
 import time
 
 
-from fcn_tf1 import batches, h5data, metrics, rundir, siftflow, trained
+from fcn_tf1 import batches, h5data, load_run, metrics, rundir, siftflow
 from fcn_tf1.errors import FcnError
 
 
@@ -77,9 +77,9 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
     neither is given, the run's own validation split. ``test_scales`` (multiples
     of the run's input_scale) and ``test_flip`` average the predictions over
     test-time views; without them the net runs once per image, as in training.
-    ``prior_correction`` (tau) replaces the run's own (trained.with_prior_correction).
+    ``prior_correction`` (tau) replaces the run's own (load_run.with_prior_correction).
     """
-    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip,
+    with load_run.open_trained(train_dir, checkpoint, test_scales, test_flip,
                               prior_correction) as (
             config, session, net, checkpoint):
         class_names = list(siftflow.CLASS_NAMES)

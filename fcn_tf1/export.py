@@ -21,7 +21,7 @@ import tempfile
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph, model, trained
+from fcn_tf1 import checkpoints, graph
 from fcn_tf1.errors import FcnError
 
 tf1 = tf.compat.v1
@@ -33,21 +33,18 @@ def export(train_dir, out_dir, checkpoint=None):
     if out_dir.exists():
         raise FcnError(f"{out_dir}: already exists; give a new --out directory")
     config = config_lib.load(train_dir)
-    checkpoint = trained.find_checkpoint(train_dir, checkpoint)
+    checkpoint = checkpoints.find(train_dir, checkpoint)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         with tf.Graph().as_default():
             images = tf1.placeholder(tf.uint8, [None, None, None, 3], name="images")
-            logits = model.inference(tf.cast(images, tf.float32), num_classes=config.num_classes,
-                                     variant=config.variant, backbone=config.backbone,
-                                     width=config.width, dropout=config.dropout,
-                                     input_scale=config.input_scale, is_training=False)
+            logits = graph.inference(tf.cast(images, tf.float32), config)
             logits = graph.decision_logits(logits, config)  # the run's prior correction
             classes = tf.cast(tf.argmax(logits, axis=-1), tf.int32, name="classes")
             probabilities = tf.nn.softmax(logits, name="probabilities")
             with tf1.Session() as session:
-                trained.restore_model(session, checkpoint)
+                checkpoints.restore_model(session, checkpoint)
                 builder = tf1.saved_model.Builder(str(staging / "model"))
                 signature = tf1.saved_model.predict_signature_def(
                     inputs={"images": images},

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from fcn_tf1 import siftflow, trained, visualize
+from fcn_tf1 import load_run, siftflow, visualize
 from fcn_tf1.errors import DataError, FcnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -99,7 +99,7 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
     except OSError as err:
         raise FcnError(f"{out_dir}: cannot create output directory ({err.strerror})") from None
     written, failures = [], []
-    with trained.open_trained(train_dir, checkpoint, test_scales, test_flip,
+    with load_run.open_trained(train_dir, checkpoint, test_scales, test_flip,
                               prior_correction) as (
             config, session, net, _):
         class_names = _class_names(config)

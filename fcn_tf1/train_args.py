@@ -1,5 +1,11 @@
 """Command-line options of ``python run_train.py`` / ``fcn-tf1 train`` -> a RunConfig.
 
+    add_arguments(parser)                      every training option
+    config_from_args(args)                     -> (RunConfig, explicit field names)
+    train_dir_of(args)                         the run directory
+    build_config(given, preset, data, ...)     the pure part: options given + preset -> config
+    write_run_config / read_run_config         a config passed to other processes (--run-config)
+
 Every option defaults to "not given" (None) so that a resumed run can tell
 what the user asked for explicitly from what it inherits from config.json.
 """
@@ -9,11 +15,9 @@ import math
 import pathlib
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import presets
+from fcn_tf1 import paths, presets
 from fcn_tf1.errors import ConfigError
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT / "data" / "siftflow_sample.h5"
 DEFAULT_TRAIN_DIR = pathlib.Path("runs") / "default"
 D = config_lib.RunConfig()  # the defaults, shown in --help
 
@@ -54,7 +58,7 @@ def add_arguments(parser):
     source.add_argument("--data-dir", type=pathlib.Path, default=None,
                         help="a SIFT Flow root as released (e.g. ../shared/siftflow): its split "
                              "is prepared into --prepared first (once), then trained on")
-    data.add_argument("--split", default="trainval",
+    data.add_argument("--split", default=None,
                       help="with --data-dir: the split list ROOT/SPLIT.txt (default: trainval)")
     data.add_argument("--prepared", type=pathlib.Path, default=None,
                       help="with --data-dir: where the prepared HDF5 goes "
@@ -86,6 +90,10 @@ def add_arguments(parser):
                      help="run directory: checkpoints, config.json, summaries, PNGs; an existing "
                           "run there is resumed, never deleted (default: runs/default, with "
                           "--preset runs/PRESET)")
+    run.add_argument("--run-config", type=pathlib.Path, default=None, metavar="FILE",
+                     help="take every training option from FILE (JSON written by "
+                          "`fcn-tf1 cluster-local` for its tasks); only --train-dir and the "
+                          "distributed options may be given beside it")
     length = run.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=int, default=None,
                         help=f"training steps in total (default {D.max_steps})")
@@ -170,7 +178,7 @@ def add_arguments(parser):
     lossg = parser.add_argument_group("loss")
     lossg.add_argument("--loss-variant", choices=config_lib.LOSS_VARIANTS, default=None,
                        help="reshape: logits to [-1, C] and labels to [-1] before "
-                            "sparse_softmax_cross_entropy_with_logits (the seed answer); "
+                            "sparse_softmax_cross_entropy_with_logits, per pixel; "
                             f"reshape_free: 4-D logits straight to the op (default {D.loss_variant})")
     lossg.add_argument("--class-weighting", choices=config_lib.CLASS_WEIGHTINGS, default=None,
                        help="median_frequency: class-balanced loss with weights computed from the "
@@ -179,7 +187,7 @@ def add_arguments(parser):
                             "milder balance; median_frequency_global: frequencies over all "
                             "training pixels, a stronger balance for classes that are rare in the "
                             "set but large where they occur (desert, balcony) and for the rarest; "
-                            "on SIFT Flow too strong (README, run R) "
+                            "on SIFT Flow too strong (docs/EXPERIMENTS.md) "
                             f"(default {D.class_weighting})")
     lossg.add_argument("--prior-correction", type=float, default=None, metavar="TAU",
                        help="not a loss change: validation, eval, predict and export take "
@@ -215,62 +223,120 @@ def add_arguments(parser):
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
+_OPTION_NAMES = _FIELD_NAMES | {"data_dir", "prepared", "preset", "epochs", "split", "towers"}
+# options that say how to run, not what to train: allowed beside --run-config
+RUN_CONFIG_COMPANIONS = frozenset({"train_dir", "cluster", "job_name", "task_index", "sync",
+                                   "run_config"})
 
 
-def config_from_args(args):
-    """Returns (RunConfig, explicit field names, train_dir) for parsed ``args``.
+def given_options(args):
+    """The RunConfig fields the command line actually gave, as {name: value}.
 
-    ``--data-dir`` must already have been turned into ``args.data`` (see
-    ``resolve_data``); ``--epochs`` into ``args.max_steps``.
+    An option given as "none"/"full" maps to None; options left out are absent.
     """
-    given = {name: (None if value is EXPLICIT_NONE else value)
-             for name, value in vars(args).items()
-             if name in _FIELD_NAMES and value is not None}
-    given["data"] = str(pathlib.Path(given.get("data", DEFAULT_DATA)).resolve())
-    explicit = set(given) - ({"data"} if args.data is None else set())
-    return config_lib.RunConfig(**given), explicit
+    return {name: (None if value is EXPLICIT_NONE else value)
+            for name, value in vars(args).items()
+            if name in _FIELD_NAMES and value is not None}
 
 
-def apply_preset(args):
-    """Fills the options the command line left unset from ``--preset``; sets ``train_dir``."""
-    if args.preset is not None:
-        if args.data is None and args.data_dir is None:
-            raise ConfigError(f"--preset {args.preset} is a recipe for the full SIFT Flow: "
+def build_config(given, preset=None, data=None, epochs=None, count_train_images=None):
+    """The command line as a RunConfig: a pure function of what was given.
+
+    Args:
+      given: given_options(args) (``data`` excluded: pass it as ``data``).
+      preset: a presets.PRESETS name or None; its options fill what ``given``
+        leaves out (a preset's None means it, e.g. whole images).
+      data: the data file given (``--data``, or the file ``--data-dir`` was
+        prepared into), or None for the embedded sample.
+      epochs: ``--epochs``, turned into max_steps for the training images.
+      count_train_images: callable(data, val_fraction) -> int, needed with
+        ``epochs`` (it reads the data file).
+
+    Returns:
+      (RunConfig, explicit): ``explicit`` names the fields the user (or the
+      preset) chose, which a resumed run checks against its saved config.
+    """
+    options = {}
+    if preset is not None:
+        if data is None:
+            raise ConfigError(f"--preset {preset} is a recipe for the full SIFT Flow: "
                               "pass --data-dir ROOT (e.g. ../shared/siftflow) or --data FILE.h5")
-        for name, value in presets.options(args.preset).items():
-            if getattr(args, name) is None:  # None in a preset means it, e.g. full images
-                setattr(args, name, EXPLICIT_NONE if value is None else value)
-    if args.train_dir is None:
-        args.train_dir = (DEFAULT_TRAIN_DIR if args.preset is None
-                          else DEFAULT_TRAIN_DIR.parent / args.preset)
+        options.update(presets.options(preset))
+    options.update({k: v for k, v in given.items() if k != "data"})
+    if epochs is not None:
+        if epochs <= 0:
+            raise ConfigError(f"--epochs {epochs}: must be > 0")
+        fraction = options.get("val_fraction", D.val_fraction)
+        batch = options.get("batch_size") or D.batch_size
+        options["max_steps"] = max(1, math.ceil(epochs * count_train_images(data, fraction)
+                                                / batch))
+    explicit = set(options) | ({"data"} if data is not None else set())
+    options["data"] = str(pathlib.Path(data or paths.DEFAULT_DATA).resolve())
+    return config_lib.RunConfig(**options), explicit
 
 
-def resolve_data(args, log=print):
-    """Turns ``--data-dir`` into a prepared HDF5 file (prepared once, then reused)."""
-    if args.data_dir is None:
-        return
+def count_train_images(data, val_fraction):
+    """Training images of ``data`` after the validation split of ``val_fraction``."""
     from fcn_tf1 import h5data
-    out = args.prepared or REPO_ROOT / "data" / "prepared" / f"siftflow_{args.split}.h5"
+    with h5data.H5Dataset(data or paths.DEFAULT_DATA) as dataset:
+        return len(dataset.split(val_fraction)[0])
+
+
+def train_dir_of(args):
+    """``--train-dir``, else runs/default, or runs/PRESET for a preset."""
+    if args.train_dir is not None:
+        return args.train_dir
+    return DEFAULT_TRAIN_DIR if args.preset is None else DEFAULT_TRAIN_DIR.parent / args.preset
+
+
+def prepared_data(data_dir, split, prepared=None, log=print):
+    """The HDF5 file of ``data_dir``'s ``split``: prepared on first use, then reused."""
+    from fcn_tf1 import h5data
+    out = prepared or paths.PREPARED_DIR / f"siftflow_{split}.h5"
     if out.is_file():
         log(f"using prepared data {out} (delete it to prepare again)")
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        log(f"preparing {args.data_dir} split {args.split} -> {out}")
-        h5data.prepare(args.data_dir, out, split=args.split)
-    args.data = out
+        log(f"preparing {data_dir} split {split} -> {out}")
+        h5data.prepare(data_dir, out, split=split)
+    return out
 
 
-def resolve_epochs(args):
-    """Turns ``--epochs`` into ``max_steps`` for the training images of the data file."""
-    if args.epochs is None:
-        return
-    from fcn_tf1 import h5data, siftflow
-    with h5data.H5Dataset(args.data or DEFAULT_DATA) as dataset:
-        fraction = D.val_fraction if args.val_fraction is None else args.val_fraction
-        num_train = len(dataset)
-        if fraction > 0:
-            num_train = len(siftflow.split_train_val(dataset.names, fraction)[0])
-    batch = args.batch_size or D.batch_size
-    if args.epochs <= 0:
-        raise ConfigError(f"--epochs {args.epochs}: must be > 0")
-    args.max_steps = max(1, math.ceil(args.epochs * num_train / batch))
+def config_from_args(args, log=print):
+    """Parsed training options -> (RunConfig, explicit); prepares ``--data-dir``.
+
+    With ``--run-config FILE`` (written by write_run_config, e.g. by
+    ``fcn-tf1 cluster-local`` for its tasks) the config and its explicit
+    fields come from the file, and other training options are refused.
+    """
+    if args.run_config is not None:
+        extra = sorted(name for name, value in vars(args).items()
+                       if value is not None and name not in RUN_CONFIG_COMPANIONS
+                       and name in _OPTION_NAMES)
+        if extra:
+            raise ConfigError(f"--run-config: the config comes from {args.run_config}; drop "
+                              + ", ".join("--" + name.replace("_", "-") for name in extra))
+        return read_run_config(args.run_config)
+    data = args.data
+    if args.data_dir is not None:
+        data = prepared_data(args.data_dir, args.split or "trainval", args.prepared, log)
+    return build_config(given_options(args), args.preset, data, args.epochs, count_train_images)
+
+
+def write_run_config(path, config, explicit):
+    """Writes a config and its explicit fields for ``--run-config`` (atomic JSON)."""
+    from fcn_tf1 import rundir
+    rundir.write_json(path, {"config": config.to_dict(), "explicit": sorted(explicit)})
+
+
+def read_run_config(path):
+    """(RunConfig, explicit) from a write_run_config file; ConfigError naming it if bad."""
+    import json
+    try:
+        values = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+        explicit = set(values["explicit"])
+        config_values = values["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: unreadable run config ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]})") from None
+    return config_lib.from_dict(config_values, source=str(path)), explicit

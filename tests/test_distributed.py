@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf1 import cli, cluster, cluster_local, distributed, h5data, losses, model, towers
+from fcn_tf1 import cli, graph, h5data, losses, model, train_args
+from fcn_tf1.parallel import cluster, cluster_local, devices, distributed
 from fcn_tf1 import config as config_lib
 from fcn_tf1.errors import ConfigError
 
@@ -66,16 +67,28 @@ def test_bad_cluster_descriptions_are_one_line_errors(tf_config, message):
         cluster.resolve_task(environ={"TF_CONFIG": tf_config})
 
 
-def test_cluster_local_forwards_the_training_options():
+def test_cluster_local_passes_its_config_to_the_tasks(tmp_path):
+    """What cluster-local builds once is what every task trains: config and explicit fields."""
     parser = cli.build_parser()
     args = parser.parse_args(["cluster-local", "--workers", "3", "--width", "4", "--no-flip",
                               "--scale-jitter", "0.75,1.25", "--async", "--lr", "0.02"])
-    words = cluster_local.train_words(args, args.train_actions)
-    assert "--workers" not in words
-    again = parser.parse_args(["train"] + words)
-    for name in ("width", "flip", "scale_jitter", "sync", "learning_rate"):
-        assert getattr(again, name) == getattr(args, name), name
-    assert again.sync is False and again.flip is False
+    config, explicit = train_args.config_from_args(args)
+    train_dir = train_args.train_dir_of(args)
+    path = tmp_path / "run_config.json"
+    train_args.write_run_config(path, config, explicit)
+    task_args = parser.parse_args(["train", "--run-config", str(path), "--train-dir",
+                                   str(train_dir), "--async"])
+    again, again_explicit = train_args.config_from_args(task_args)
+    assert again == config and again_explicit == explicit
+    assert train_args.train_dir_of(task_args) == train_dir
+    assert (again.width, again.flip, again.scale_jitter, again.learning_rate) == (
+        4, False, (0.75, 1.25), 0.02)
+    assert {"width", "flip", "scale_jitter", "learning_rate"} <= explicit
+    assert "workers" not in explicit and "max_steps" not in explicit
+    # a task given other training options beside the file would train another config
+    with pytest.raises(ConfigError, match="--run-config: .*drop --width"):
+        train_args.config_from_args(parser.parse_args(
+            ["train", "--run-config", str(path), "--width", "8"]))
 
 
 # A stand-in task for the launcher tests: no TensorFlow, behaviour chosen by TF_CONFIG.
@@ -221,8 +234,8 @@ def test_towers_give_the_gradient_of_the_whole_batch(default_data):
     cfg = config_lib.RunConfig(data=str(default_data), width=4, crop_size=64, batch_size=4,
                                class_weighting="median_frequency", class_weights=class_weights)
     with tf.Graph().as_default():
-        devices, session_config = towers.tower_devices(2)
-        net = towers.build_multi_tower_training_graph(cfg, devices)
+        towers, session_config = devices.tower_devices(2)
+        net = graph.build_training_graph(cfg, towers)
         # the reference: one forward pass on the whole batch, sharing the same variables
         logits = model.inference(net.images, num_classes=33, variant=cfg.variant,
                                  backbone=cfg.backbone, width=cfg.width, is_training=False)

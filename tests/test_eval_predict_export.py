@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fcn_tf1 import batches, cli, config as config_lib, h5data, losses, trained, train
+from fcn_tf1 import batches, checkpoints, cli, config as config_lib, h5data, load_run, losses, train
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_export_equals_session_predictions(trained_run, default_data, tmp_path):
     assert cli.main(["export", "--train-dir", str(trained_run), "--out", str(export_dir)]) == 0
     images, _, _ = next(batches.iterate_batches(default_data, [0, 5, 9], 3))
     odd = images[:, :200, :250]  # any size, not a multiple of 32
-    with trained.open_trained(trained_run) as (_, session, net, _):
+    with load_run.open_trained(trained_run) as (_, session, net, _):
         expected = session.run(net.predictions, {net.images: odd})
         expected_prob = session.run(net.probabilities, {net.images: odd})
     loaded = tf.saved_model.load(str(export_dir))  # eager TF2, no compat.v1
@@ -102,7 +102,7 @@ def test_export_equals_session_predictions(trained_run, default_data, tmp_path):
 
 
 def _probabilities(train_dir, images, test_scales=None, test_flip=False):
-    with trained.open_trained(train_dir, None, test_scales, test_flip) as (_, session, net, _):
+    with load_run.open_trained(train_dir, None, test_scales, test_flip) as (_, session, net, _):
         return session.run(net.probabilities, {net.images: images})
 
 
@@ -117,7 +117,7 @@ def test_test_time_views_average_the_single_view_graphs(trained_run, default_dat
         from fcn_tf1 import graph
         net = graph.build_inference_graph(config.replace(input_scale=1.25))
         with tf.compat.v1.Session() as session:
-            trained.restore_model(session, tf.compat.v1.train.latest_checkpoint(str(trained_run)))
+            checkpoints.restore_model(session, tf.compat.v1.train.latest_checkpoint(str(trained_run)))
             larger = session.run(net.probabilities, {net.images: images})
     assert np.abs(larger - plain).max() > 1e-3  # the second view differs from the first
     both = _probabilities(trained_run, images, test_scales=(1.0, 1.25))
@@ -166,11 +166,11 @@ def _softmax(x):
 
 def test_prior_correction_moves_the_argmax_by_the_log_priors(trained_run, default_data):
     images = next(batches.iterate_batches(default_data, [0, 1, 2], 3))[0]
-    with trained.open_trained(trained_run) as (config, session, net, _):
+    with load_run.open_trained(trained_run) as (config, session, net, _):
         assert config.prior_correction == 0 and config.class_priors is None
         raw_logits, raw_predictions = session.run([net.logits, net.predictions],
                                                   {net.images: images})
-    with trained.open_trained(trained_run, prior_correction=2.0) as (config, session, net, _):
+    with load_run.open_trained(trained_run, prior_correction=2.0) as (config, session, net, _):
         logits, predictions, probabilities = session.run(
             [net.logits, net.predictions, net.probabilities], {net.images: images})
     # the priors are counted on the run's training split, void excluded
@@ -217,12 +217,12 @@ def test_a_run_resumed_with_prior_correction_keeps_it(trained_run, default_data,
     saved = config_lib.load(train_dir)
     assert saved.prior_correction == 1.5
     assert json.loads((train_dir / "metrics.json").read_text())["prior_correction"] == 1.5
-    with trained.open_trained(trained_run, prior_correction=1.5) as (counted, _, _, _):
+    with load_run.open_trained(trained_run, prior_correction=1.5) as (counted, _, _, _):
         assert saved.class_priors == counted.class_priors
     assert sum(saved.class_priors) == pytest.approx(1.0)
 
     images = next(batches.iterate_batches(default_data, [4, 7], 2))[0]
-    with trained.open_trained(train_dir) as (_, session, net, _):
+    with load_run.open_trained(train_dir) as (_, session, net, _):
         corrected, probabilities, logits = session.run(
             [net.predictions, net.probabilities, net.logits], {net.images: images})
     adjusted = logits + losses.prior_offsets(saved.class_priors, 1.5)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph, presets, progress, towers, train, train_args
+from fcn_tf1 import graph, learning_curve, presets, run_clock, train, train_args
 from fcn_tf1.errors import ConfigError, FcnError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def _result(acc):
 
 
 def test_clock_resumes_from_the_restored_checkpoint(tmp_path):
-    clock = progress.Progress(tmp_path, step=0)
+    clock = run_clock.RunClock(tmp_path, step=0)
     assert clock.seconds() < 5
     clock.base_seconds = 100.0  # as if 100 s had been trained already
     clock.checkpoint_saved(10)
@@ -32,12 +32,12 @@ def test_clock_resumes_from_the_restored_checkpoint(tmp_path):
     clock.checkpoint_saved(20)
     clock.validated(20, _result(0.6))
     # killed after step 20 was saved but restarted from step 10: steps 11..20 are redone
-    again = progress.Progress(tmp_path, step=10)
+    again = run_clock.RunClock(tmp_path, step=10)
     assert 100.0 <= again.base_seconds < 101.0
     assert [p["step"] for p in again.points] == [10]
     assert not again.out_of_time(0) and not again.out_of_time(10)
     assert again.out_of_time(100.0 / 60)
-    saved = json.loads((tmp_path / progress.PROGRESS_NAME).read_text())
+    saved = json.loads((tmp_path / run_clock.PROGRESS_NAME).read_text())
     assert set(saved["checkpoints"]) == {"10", "20"}
 
 
@@ -45,7 +45,7 @@ def test_learning_curve_png(tmp_path):
     points = [dict(step=s, minutes=m, **_result(a))
               for s, m, a in ((100, 1.0, 0.4), (200, 2.5, 0.6), (300, 4.0, 0.7))]
     out = tmp_path / "curve.png"
-    progress.plot_curve(points, out, title="test")
+    learning_curve.plot_curve(points, out, title="test")
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (700, 420)
         # not a blank canvas: the lines put colour on it
@@ -53,9 +53,9 @@ def test_learning_curve_png(tmp_path):
 
 
 def test_unreadable_progress_file_names_it(tmp_path):
-    (tmp_path / progress.PROGRESS_NAME).write_text('{"checkpoints": [1, 2]')
+    (tmp_path / run_clock.PROGRESS_NAME).write_text('{"checkpoints": [1, 2]')
     with pytest.raises(FcnError, match=r"progress\.json: unreadable progress file"):
-        progress.Progress(tmp_path, step=0)
+        run_clock.RunClock(tmp_path, step=0)
 
 
 def test_time_budget_stops_saves_validates_and_resumes(tmp_path):
@@ -68,15 +68,15 @@ def test_time_budget_stops_saves_validates_and_resumes(tmp_path):
     assert 0 < first["step"] < 400, "the 1.2 s budget must stop the run early"
     assert any("time budget of 0.02 minutes used up" in line for line in lines)
     assert first["validation"] is not None  # the stopped run is still validated
-    assert (tmp_path / progress.CURVE_PNG).is_file()
-    saved = json.loads((tmp_path / progress.PROGRESS_NAME).read_text())
+    assert (tmp_path / run_clock.CURVE_PNG).is_file()
+    saved = json.loads((tmp_path / run_clock.PROGRESS_NAME).read_text())
     used = saved["checkpoints"][str(first["step"])]
     assert used >= 1.2
     # a larger budget continues the same run from where the clock stopped
     more = config.replace(max_minutes=(used + 1.0) / 60)
     second = train.train(more, tmp_path, explicit={"max_minutes"}, log=lines.append)
     assert first["step"] < second["step"] < 400
-    points = json.loads((tmp_path / progress.PROGRESS_NAME).read_text())["points"]
+    points = json.loads((tmp_path / run_clock.PROGRESS_NAME).read_text())["points"]
     assert [p["step"] for p in points] == [first["step"], second["step"]]
     assert points[1]["minutes"] > points[0]["minutes"]
 
@@ -87,7 +87,7 @@ def test_poly_time_learning_rate_follows_the_fed_time_fraction():
     fractions = [0.0, 0.25, 0.5, 0.99, 1.0, 1.7]
     expected = [0.01 * (1.0 - min(f, 1.0)) ** 0.9 for f in fractions]
     for build in (graph.build_training_graph,
-                  lambda cfg: towers.build_multi_tower_training_graph(cfg, ["/cpu:0", "/cpu:0"])):
+                  lambda cfg: graph.build_training_graph(cfg, ["/cpu:0", "/cpu:0"])):
         with tf.Graph().as_default():
             net = build(config)
             with tf.compat.v1.Session() as session:
@@ -132,9 +132,7 @@ def test_poly_time_run_decays_to_the_end_of_its_budget(tmp_path):
 def _parse(argv):
     parser = argparse.ArgumentParser()
     train_args.add_arguments(parser)
-    args = parser.parse_args(argv)
-    train_args.apply_preset(args)
-    return args
+    return parser.parse_args(argv)
 
 
 def test_preset_fills_what_the_command_line_leaves_unset():
@@ -147,7 +145,7 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     assert config.lr_schedule == "poly_time" and config.max_steps == 100000
     assert config.optimizer == "adam" and config.class_weighting == "none"
     assert {"max_minutes", "optimizer", "width"} <= explicit
-    assert args.train_dir == pathlib.Path("runs") / "siftflow-cpu-60min"
+    assert train_args.train_dir_of(args) == pathlib.Path("runs") / "siftflow-cpu-60min"
     balanced = train_args.config_from_args(
         _parse(["--preset", "siftflow-cpu-60min-balanced", "--data", str(SAMPLE)]))[0]
     assert balanced.class_weighting == "median_frequency"
@@ -166,12 +164,12 @@ def test_preset_fills_what_the_command_line_leaves_unset():
     cropped = train_args.config_from_args(_parse(
         ["--preset", "siftflow-cpu-60min", "--data", str(SAMPLE), "--crop-size", "96"]))[0]
     assert cropped.crop_size == 96
-    assert _parse([]).train_dir == pathlib.Path("runs") / "default"
+    assert train_args.train_dir_of(_parse([])) == pathlib.Path("runs") / "default"
 
 
 def test_preset_needs_the_full_dataset():
     with pytest.raises(ConfigError, match="--preset siftflow-cpu-60min is a recipe for the full "
                                           "SIFT Flow: pass --data-dir"):
-        _parse(["--preset", "siftflow-cpu-60min"])
+        train_args.config_from_args(_parse(["--preset", "siftflow-cpu-60min"]))
     with pytest.raises(ConfigError, match="unknown preset"):
         presets.options("imagenet")

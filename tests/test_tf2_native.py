@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf1 import batches, config as config_lib, eager, model, train, trained
+from fcn_tf1 import batches, config as config_lib, eager, load_run, model, train
 
 TOLERANCE = 1e-5  # absolute on logits of order 1; scaled up with larger logits (float32)
 
@@ -37,7 +37,7 @@ def real_images(default_data):
 
 
 def graph_logits(train_dir, images):
-    with trained.open_trained(train_dir) as (_, session, net, _):
+    with load_run.open_trained(train_dir) as (_, session, net, _):
         return session.run(net.logits, {net.images: images})
 
 

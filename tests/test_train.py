@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import graph, h5data, train
+from fcn_tf1 import graph, h5data, run_setup, train
 from fcn_tf1.errors import ConfigError, FcnError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -214,14 +214,14 @@ def test_median_frequency_weights_are_computed_once_and_saved(default_data, tmp_
     # the milder variant: the square roots of the same weights
     with h5data.H5Dataset(default_data) as data:
         indices = list(range(len(data)))
-        mild = train._with_class_statistics(cfg.replace(class_weighting="sqrt_median_frequency"),
+        mild = run_setup.with_class_statistics(cfg.replace(class_weighting="sqrt_median_frequency"),
                                             data, indices, quiet).class_weights
-        full = train._with_class_statistics(cfg, data, indices, quiet).class_weights
+        full = run_setup.with_class_statistics(cfg, data, indices, quiet).class_weights
     np.testing.assert_allclose(mild, np.sqrt(full), rtol=1e-6)
     assert max(mild) < max(full)
     # the global variant: median frequency over the plain class frequencies of all pixels
     with h5data.H5Dataset(default_data) as data:
-        strong = train._with_class_statistics(
+        strong = run_setup.with_class_statistics(
             cfg.replace(class_weighting="median_frequency_global"), data, indices, quiet
         ).class_weights
     freq = counts / counts.sum()

@@ -27,22 +27,25 @@ The chief alone takes the train-dir lock and writes ``config.json``,
 checkpoints (``tf.compat.v1.train.MonitoredTrainingSession``: restores the
 latest one when the chief restarts), summaries and, at the end, a validation
 pass from the final checkpoint through the single-process graph
-(``trained.open_trained``, as ``fcn-tf1 eval`` does). A worker may be
+(``load_run.open_trained``, as ``fcn-tf1 eval`` does). The chief first
+rewrites a missing or damaged ``checkpoint`` state file from the newest
+complete checkpoint (checkpoints.repair_state_file), so such a run resumes
+instead of starting over from step 0. A worker may be
 restarted at any time and rejoins. Distributed runs are not bit-exact: the
 order in which replica gradients arrive and the shared dropout counter (each
 replica advances it) depend on timing.
 """
 import contextlib
 import logging
-import math
 import pathlib
 import statistics
 import time
 
-import numpy as np
 import tensorflow as tf
 
-from fcn_tf1 import batches, config as config_lib, graph, h5data, rundir, signals, summaries, train
+from fcn_tf1 import batches, checkpoints, graph, load_run, rundir, run_setup, signals, steps
+from fcn_tf1 import config as config_lib
+from fcn_tf1 import validation
 from fcn_tf1.errors import ConfigError, FcnError
 
 tf1 = tf.compat.v1
@@ -76,13 +79,6 @@ def run_task(requested, train_dir, task, explicit=(), sync=True, log=print):
     return train_replica(requested, train_dir, task, explicit, sync, log)
 
 
-def _replica_config(requested, train_dir, task, explicit, log):
-    """The run config, as train.train resolves it (a worker may not see the chief's train dir)."""
-    if task.is_chief or (train_dir / config_lib.CONFIG_NAME).is_file():
-        return train.resolve_config(requested, train_dir, explicit, log)
-    return requested, False
-
-
 def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print):
     """A chief or worker task: between-graph replicated training.
 
@@ -98,32 +94,33 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
             rundir.ensure_writable(train_dir)
             stack.enter_context(rundir.TrainDirLock(train_dir))
         stop = stack.enter_context(signals.StopRequest())
-        config, resuming = _replica_config(requested, train_dir, task, explicit, log)
-        if config.max_minutes:
-            raise ConfigError(f"--max-minutes {config.max_minutes:g}: not supported in a cluster "
-                              "(the tasks share no clock); use --max-steps (and a step schedule "
-                              "instead of poly_time)")
-        with h5data.H5Dataset(config.data) as dataset:
-            class_names = list(dataset.class_names)
-            train_indices, val_indices = dataset.split(config.val_fraction)
-            config = train._with_class_statistics(config, dataset, train_indices,
-                                                  log if task.is_chief else (lambda *a: None))
-        shard = train_indices[task.replica_index::task.num_replicas]
+
+        def check(config):
+            if config.max_minutes:
+                raise ConfigError(
+                    f"--max-minutes {config.max_minutes:g}: not supported in a cluster (the "
+                    "tasks share no clock); use --max-steps (and a step schedule instead of "
+                    "poly_time)")
+
+        # a worker may not see the chief's train dir: it trains with the options it was given
+        run = run_setup.prepare_run(
+            requested, train_dir, explicit, log, stop, check=check,
+            resolve=task.is_chief or (train_dir / config_lib.CONFIG_NAME).is_file(),
+            write_config=task.is_chief)
+        config = run.config
+        shard = run.train_indices[task.replica_index::task.num_replicas]
         if not shard:
-            raise FcnError(f"{config.data}: {len(train_indices)} training images cannot be "
+            raise FcnError(f"{config.data}: {len(run.train_indices)} training images cannot be "
                            f"sharded over {task.num_replicas} replicas")
-        if task.is_chief:
-            config_lib.save(config, train_dir)
-        action = "resuming" if resuming else "starting"
+        action = "resuming" if run.resuming else "starting"
         log(f"{task.job_name}:{task.task_index} (replica {task.replica_index} of "
             f"{task.num_replicas}, {'sync' if sync else 'async'}) "
             f"{action if task.is_chief else 'joining'} run in {train_dir}: {len(shard)} of "
-            f"{len(train_indices)} train images, ps {', '.join(task.cluster['ps'])}")
-        result = _train(config, train_dir, task, shard, sync, class_names, stop, log)
+            f"{len(run.train_indices)} train images, ps {', '.join(task.cluster['ps'])}")
+        result = _train(run, task, shard, sync)
         result["validation"] = None
-        if task.is_chief and val_indices and not stop():
-            result["validation"] = _final_validation(config, train_dir, val_indices,
-                                                     class_names, stop, log)
+        if task.is_chief and not stop():
+            result["validation"] = _final_validation(run)
     if stop():
         where = ("before the first step" if result["step"] is None
                  else f"at global step {result['step']}")
@@ -187,6 +184,8 @@ class _ReleasePeersHook(tf1.train.SessionRunHook):
 
 def _session_args(config, train_dir, task, sync_optimizer, master):
     """Keyword arguments of MonitoredTrainingSession for this task."""
+    if task.is_chief:  # MonitoredTrainingSession reads only the state file: without it, step 0
+        checkpoints.repair_state_file(train_dir)
     hooks = [tf1.train.StopAtStepHook(last_step=config.max_steps)]
     if sync_optimizer is not None:
         hooks.append(sync_optimizer.make_session_run_hook(task.is_chief))
@@ -217,7 +216,8 @@ def _session_args(config, train_dir, task, sync_optimizer, master):
         stop_grace_period_secs=STOP_GRACE_SECS, save_graph_def=False)
 
 
-def _train(config, train_dir, task, shard, sync, class_names, stop, log):
+def _train(run, task, shard, sync):
+    config, train_dir, stop, log = run.config, run.train_dir, run.stop, run.log
     server = tf.distribute.Server(task.cluster_spec(), job_name=task.job_name,
                                   task_index=task.task_index, start=True)
     holder = []
@@ -266,7 +266,7 @@ def _train(config, train_dir, task, shard, sync, class_names, stop, log):
                                      scale_jitter=config.scale_jitter,
                                      repeat_factor_threshold=config.repeat_factor_threshold,
                                      start_batch=start) as stream:
-                result = _loop(config, session, net, stream, writer, task, stop, log)
+                result = _loop(run, session, net, stream, writer, task)
     return result
 
 
@@ -285,25 +285,23 @@ def _raw_run(session, fetches):
     return session.run_step_fn(lambda step_context: step_context.session.run(fetches))
 
 
-def _loop(config, session, net, stream, writer, task, stop, log):
+def _loop(run, session, net, stream, writer, task):
     """Steps until the StopAtStepHook (global step >= max_steps) or a stop request."""
-    losses, step_times, data_times = [], [], []
-    local, step, waiting_since = 0, 0, None
+    config, log = run.config, run.log
+    runner = steps.StepRunner(
+        run, net, writer, count_local=True, where=f" on {task.job_name}:{task.task_index}",
+        last_good=lambda: "the chief's latest checkpoint is the last good one")
+    step_times = []
+    step, waiting_since = 0, None
     started = time.perf_counter()
-    while not session.should_stop() and not stop():
+    while not session.should_stop() and not run.stop():
         t0 = time.perf_counter()
         images, labels = next(stream)
-        t_data = time.perf_counter() - t0
-        fetches = {"train": net.train_op, "loss": net.data_loss, "total": net.total_loss,
-                   "acc": net.pixel_accuracy, "lr": net.learning_rate, "step": net.global_step}
-        want_images = writer is not None and (local + 1) % config.image_summary_every_steps == 0
-        if want_images:
-            fetches["predictions"] = net.predictions
+        data_seconds = time.perf_counter() - t0
         timeout = max(MIN_STEP_TIMEOUT_SECS,
                       STEP_TIMEOUT_FACTOR * statistics.median(step_times or [0.0]))
         try:
-            out = session.run(fetches, {net.images: images, net.labels: labels,
-                                        net.is_training: True},
+            out = runner.step(session, images, labels, data_seconds, t0,
                               options=tf1.RunOptions(timeout_in_ms=int(1000 * timeout)))
         except tf.errors.DeadlineExceededError:
             # Waiting for peers (sync) or for the chief to come back; the gradient already
@@ -316,47 +314,22 @@ def _loop(config, session, net, stream, writer, task, stop, log):
             log(f"global step {step}: waiting for the other replicas "
                 f"({time.perf_counter() - waiting_since:.0f} s)")
             continue
-        except tf.errors.InvalidArgumentError as err:  # e.g. the loss's label assertion
-            first_line = str(err.message).strip().splitlines()[0]
-            raise FcnError(f"{config.data}: training step {local + 1} failed: "
-                           f"{first_line[:300]}") from None
         waiting_since = None
-        if not (math.isfinite(out["loss"]) and math.isfinite(out["total"])):
-            raise train.TrainingDiverged(
-                f"loss is {out['loss']} (total {out['total']}) on {task.job_name}:"
-                f"{task.task_index} at global step {out['step']}: training stopped; the "
-                "chief's latest checkpoint is the last good one. Lower the learning rate")
-        local += 1
-        step = int(out["step"])
-        losses.append(float(out["loss"]))
-        if local > 1:  # the first step builds and tunes kernels: not typical of the rest
+        step = out["step"]
+        if runner.local_steps > 1:  # the first step builds and tunes kernels
             step_times.append(time.perf_counter() - t0)
-            data_times.append(t_data)
-        if want_images:
-            writer.add_summary(summaries.image_summary(
-                "train/input_truth_prediction", images[0], labels[0], out["predictions"][0]),
-                step)
-        if config.log_every_steps and (local % config.log_every_steps == 0 or local == 1):
-            step_s = float(np.mean(step_times[-20:])) if step_times else None
-            speed = (f"{config.batch_size / step_s:.1f} img/s  data "
-                     f"{100 * np.mean(data_times[-20:]) / step_s:.0f}%" if step_s
-                     else "(warm-up step)")
-            log(f"step {step}/{config.max_steps}  loss {out['loss']:.4f}  acc {out['acc']:.3f}  "
-                f"lr {out['lr']:.2e}  {speed}  (local step {local})")
     seconds = time.perf_counter() - started
-    if not stop():
+    if not run.stop():
         step = max(step, int(_raw_run(session, net.global_step)))
+    local = runner.local_steps
     log(f"{task.job_name}:{task.task_index} done: {local} local steps, global step {step}, "
         f"{seconds:.1f} s, {local * config.batch_size / max(seconds, 1e-9):.1f} img/s "
         "on this replica")
-    return {"step": step, "local_steps": local, "losses": losses, "seconds": seconds}
+    return {"step": step, "local_steps": local, "losses": runner.losses, "seconds": seconds}
 
 
-def _final_validation(config, train_dir, val_indices, class_names, stop, log):
+def _final_validation(run):
     """The chief's last validation pass, from the final checkpoint in the single-process graph."""
-    from fcn_tf1 import trained
-    with trained.open_trained(train_dir) as (_, session, net, checkpoint):
-        step = int(checkpoint.rsplit("-", 1)[1])
-        writer = tf1.summary.FileWriterCache.get(str(train_dir))
-        return train._validate(config, session, net, writer, val_indices, class_names, step,
-                               stop, log, train_dir=train_dir)
+    with load_run.open_trained(run.train_dir) as (_, session, net, checkpoint):
+        writer = tf1.summary.FileWriterCache.get(str(run.train_dir))
+        return validation.final_pass(session, net, run, checkpoints.step_of(checkpoint), writer)

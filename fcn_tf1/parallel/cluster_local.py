@@ -4,10 +4,11 @@ API::
 
     free_ports(count, host)                       -> [int]: distinct free TCP ports
     local_cluster(workers, ps, host)              -> {"worker": [...], "ps": [...]}
-    train_words(args, actions)                    parsed training options -> argv words
     launch(train_argv, workers=2, ps=1, ...)      -> LaunchResult
 
-``launch`` starts every task as ``python -m fcn_tf1.cli train TRAIN_ARGV`` with
+``launch`` starts every task as ``python -m fcn_tf1.cli train TRAIN_ARGV`` (the
+``fcn-tf1 cluster-local`` command passes ``--run-config FILE``: the config it
+built once, so every task trains the same one) with
 its own ``TF_CONFIG`` (worker 0 is the chief), streams their output line by
 line with a ``[worker:1]`` prefix, and stops them in an order that loses
 nothing: when every worker has exited, the ps tasks are sent SIGTERM; on
@@ -62,29 +63,6 @@ def local_cluster(workers=2, ps=1, host="127.0.0.1"):
     ports = free_ports(workers + ps, host)
     return {"worker": [f"{host}:{p}" for p in ports[:workers]],
             "ps": [f"{host}:{p}" for p in ports[workers:]]}
-
-
-def train_words(args, actions):
-    """The command-line words that give ``fcn-tf1 train`` the options parsed into ``args``.
-
-    Options left at their default are not repeated. Args:
-      args: argparse Namespace.
-      actions: the argparse actions of the training options.
-    """
-    words = []
-    for action in actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value == action.default:
-            continue
-        if action.nargs == 0:  # store_const flags, e.g. --no-flip, --async
-            if value == action.const:
-                words.append(action.option_strings[0])
-            continue
-        text = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
-        words += [action.option_strings[0], text]
-    return words
 
 
 class _Children:

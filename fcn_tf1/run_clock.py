@@ -1,19 +1,18 @@
-"""Wall-clock training time and the learning curve of a run (``progress.json``).
+"""A run's training clock and its validation record, kept in ``progress.json``.
 
 A run's clock counts the seconds spent in training (steps, checkpoint saves
 and the periodic validation passes) across restarts: every checkpoint records
 the elapsed seconds at its step, and a resumed run starts its clock from the
 checkpoint it restored, so the steps redone after a crash are counted once.
-That clock drives ``--max-minutes`` and the x axis of the learning curve,
-validation pixel accuracy and mean IU against wall-clock minutes, written as
-``learning_curve.png`` after every validation pass.
+That clock drives ``--max-minutes`` and the x axis of the learning curve:
+every validation result is recorded with its minutes, and the curve
+(learning_curve.plot_curve) is redrawn as ``learning_curve.png``.
 """
 import json
 import pathlib
-import textwrap
 import time
 
-from fcn_tf1 import rundir
+from fcn_tf1 import learning_curve, rundir
 from fcn_tf1.errors import FcnError
 
 PROGRESS_NAME = "progress.json"
@@ -21,7 +20,7 @@ CURVE_PNG = "learning_curve.png"
 CURVE_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
 
 
-class Progress:
+class RunClock:
     """The clock and the learning curve of the run in ``train_dir`` at ``step``."""
 
     def __init__(self, train_dir, step):
@@ -51,7 +50,7 @@ class Progress:
         point.update({key: float(result[key]) for key in CURVE_KEYS})
         self.points = [p for p in self.points if p["step"] != step] + [point]
         self._write()
-        plot_curve(self.points, self.train_dir / CURVE_PNG, title)
+        learning_curve.plot_curve(self.points, self.train_dir / CURVE_PNG, title)
 
     def _write(self):
         rundir.write_json(self.path, {
@@ -71,41 +70,3 @@ def _load(path):
         raise FcnError(f"{path}: unreadable progress file ({type(err).__name__}: {err}); "
                        "move it away to start the clock and the curve afresh") from None
     return {"checkpoints": checkpoints, "points": points}
-
-
-def plot_curve(points, path, title=""):
-    """Validation pixel accuracy, mean accuracy and mean IU (%) against minutes, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed
-    from matplotlib import pyplot as plt
-
-    points = sorted(points, key=lambda p: p["minutes"])
-    minutes = [p["minutes"] for p in points]
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for key, label, style in (("pixel_accuracy", "pixel accuracy", "o-"),
-                              ("mean_accuracy", "mean class accuracy", "s-"),
-                              ("mean_iou", "mean IU", "^-")):
-        axes.plot(minutes, [100 * p[key] for p in points], style, label=label, markersize=4)
-    if points:
-        last = points[-1]
-        axes.annotate(f"{100 * last['pixel_accuracy']:.2f}%", (minutes[-1],
-                      100 * last["pixel_accuracy"]), textcoords="offset points", xytext=(4, 4))
-        axes.annotate(f"{100 * last['mean_iou']:.2f}%", (minutes[-1], 100 * last["mean_iou"]),
-                      textcoords="offset points", xytext=(4, -10))
-    axes.set_xlabel("training wall-clock minutes")
-    axes.set_ylabel("validation %")
-    axes.set_ylim(0, 100)
-    axes.set_xlim(0, 1.15 * max(minutes) if minutes else 1)  # room for the end labels
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", fontsize=9)  # the curves stay below ~90 %
-    if title:  # wrapped: a long run description would be cut at the figure's edge
-        axes.set_title(textwrap.fill(title, 85), fontsize=10)
-    figure.tight_layout()
-    tmp = pathlib.Path(path).with_suffix(".png.tmp")
-    try:
-        figure.savefig(tmp, format="png")
-        tmp.replace(path)
-    except OSError as err:
-        raise FcnError(f"{path}: cannot write the learning curve ({err.strerror or err})") from None
-    finally:
-        plt.close(figure)

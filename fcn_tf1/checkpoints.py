@@ -1,0 +1,168 @@
+"""The one way to find, restore and save a run's checkpoints.
+
+API::
+
+    latest(train_dir)                      newest complete checkpoint prefix, or None
+    find(train_dir, checkpoint=None)       the prefix to restore (given, or the latest)
+    restore(saver, session, checkpoint)    tf.train.Saver.restore with one-line errors
+    restore_model(session, checkpoint)     restores every global variable of the graph
+    repair_state_file(train_dir)           a damaged ``checkpoint`` state file rewritten
+    PeriodicSaver(config, session, train_dir, log)   checkpoints every N steps / M seconds
+
+Training, ``eval``, ``predict``, ``export``, the eager forward and the
+distributed chief all go through ``latest``/``find``, so a run that training
+resumes is never "no checkpoint" for the others. A checkpoint that does not
+match the graph is a ``ConfigError``; a damaged one (DataLossError and other
+read failures) an ``FcnError`` naming it; both are one line and exit status 2.
+"""
+import pathlib
+import time
+
+import tensorflow as tf
+
+from fcn_tf1 import rundir
+from fcn_tf1.errors import ConfigError, FcnError, TrainingDiverged, reason
+
+tf1 = tf.compat.v1
+PREFIX = "model.ckpt"
+
+
+def latest(train_dir):
+    """The newest complete checkpoint prefix of ``train_dir``, or None.
+
+    The one TensorFlow's ``checkpoint`` state file names; when that file is
+    missing, unreadable or names files that are gone (a dir moved by a version
+    that wrote absolute paths), the highest ``model.ckpt-STEP`` whose index and
+    data files exist. TensorFlow renames both into place only when complete.
+    """
+    found = tf1.train.latest_checkpoint(str(train_dir))
+    if found:
+        return found
+    steps = []
+    for index in pathlib.Path(train_dir).glob(f"{PREFIX}-*.index"):
+        step = index.name[len(PREFIX) + 1:-len(".index")]
+        if step.isdigit() and any(index.parent.glob(f"{PREFIX}-{step}.data-*")):
+            steps.append(int(step))
+    return str(pathlib.Path(train_dir) / f"{PREFIX}-{max(steps)}") if steps else None
+
+
+def state_file_agrees(train_dir, checkpoint):
+    """False when ``checkpoint`` was found without the help of the ``checkpoint`` state file."""
+    return checkpoint == tf1.train.latest_checkpoint(str(train_dir))
+
+
+def repair_state_file(train_dir):
+    """Rewrites a missing or damaged ``checkpoint`` state file to name ``latest(train_dir)``.
+
+    For restorers that read only the state file (MonitoredTrainingSession):
+    without it they would start over from step 0 and overwrite the run.
+    Returns the latest checkpoint prefix, or None.
+    """
+    found = latest(train_dir)
+    if found and not state_file_agrees(train_dir, found):
+        # a relative name, as PeriodicSaver writes it: the run dir can be moved
+        tf1.train.update_checkpoint_state(str(train_dir), pathlib.Path(found).name)
+    return found
+
+
+def find(train_dir, checkpoint=None):
+    """The checkpoint prefix to restore: ``checkpoint`` if given, else the run's latest."""
+    if checkpoint is not None:
+        prefix = str(checkpoint)
+        if not pathlib.Path(prefix + ".index").is_file():
+            raise FcnError(f"{prefix}: no such checkpoint (expected {prefix}.index)")
+        return prefix
+    found = latest(train_dir)
+    if found is None:
+        raise FcnError(f"{train_dir}: no checkpoint in this train dir (train first)")
+    return found
+
+
+def step_of(checkpoint):
+    """The global step in a ``PREFIX-STEP`` checkpoint name."""
+    return int(str(checkpoint).rsplit("-", 1)[1])
+
+
+def restore(saver, session, checkpoint):
+    """``saver.restore`` whose failures are one line naming the checkpoint."""
+    try:
+        saver.restore(session, checkpoint)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        raise ConfigError(f"{checkpoint}: checkpoint does not match config.json "
+                          f"({reason(err, 200)})") from None
+    except tf.errors.OpError as err:  # DataLossError: a damaged file, never silently skipped
+        raise FcnError(f"{checkpoint}: unreadable checkpoint ({reason(err, 200)}); "
+                       "move its files away to use the one before") from None
+
+
+def restore_model(session, checkpoint):
+    """Restores every global variable of the default graph from ``checkpoint``."""
+    restore(tf1.train.Saver(var_list=tf1.global_variables()), session, checkpoint)
+
+
+class PeriodicSaver:
+    """Periodic checkpoints (every N steps and/or every M seconds) that never save NaN weights.
+
+    Paths in the ``checkpoint`` state file are relative (a run dir can be moved),
+    and a resumed run takes over the checkpoints the state file lists, so
+    ``max_to_keep`` also prunes those of earlier, stopped or killed, processes.
+    ``clock`` (a run_clock.RunClock, set once the starting step is known)
+    records the training seconds of every save.
+    """
+
+    def __init__(self, config, session, train_dir, log):
+        self.clock = None
+        self.saver = tf1.train.Saver(max_to_keep=config.max_to_keep, save_relative_paths=True)
+        state = tf1.train.get_checkpoint_state(str(train_dir))
+        if state is not None:
+            self.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+        # The loss of a step is computed before its update: an update that overflows shows in
+        # the weights first, so they are checked (all float variables, slots included) on save.
+        self.weights_finite = tf.reduce_all(tf.stack([
+            tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+            if v.dtype.base_dtype.is_floating]))
+        self.session = session
+        self.train_dir = pathlib.Path(train_dir)
+        self.prefix = str(self.train_dir / PREFIX)
+        self.every_steps = config.save_every_steps
+        self.every_secs = config.save_every_secs
+        self.last_step = None
+        self.last_time = time.monotonic()
+        self.log = log
+
+    def maybe_save(self, step):
+        due_steps = self.every_steps and step % self.every_steps == 0
+        due_time = self.every_secs and time.monotonic() - self.last_time >= self.every_secs
+        if due_steps or due_time:
+            self.save(step)
+
+    def save(self, step):
+        if step == self.last_step:
+            return
+        if not self.session.run(self.weights_finite):
+            raise TrainingDiverged(
+                f"weights are NaN/Inf after step {step} (the loss was still finite): training "
+                f"stopped without saving; {self.last_good()}. Lower the learning rate or check "
+                "the data")
+        try:
+            path = self.saver.save(self.session, self.prefix, global_step=step)
+        except (tf.errors.OpError, OSError) as err:  # a full disk, a file size limit, ...
+            rundir.remove_partial_files(self.train_dir)  # give back what the failed write took
+            why, prefix = reason(err, 200), f"{self.prefix}-{step}"
+            newest = latest(self.train_dir)
+            if newest and pathlib.Path(newest).name == pathlib.Path(prefix).name:
+                # TensorFlow writes the .meta file after it has recorded the checkpoint
+                raise FcnError(f"{prefix}: checkpoint saved, but not its .meta graph file "
+                               f"({why}); training stopped") from None
+            raise FcnError(f"{prefix}: could not write checkpoint ({why}); earlier "
+                           "checkpoints are kept") from None
+        self.last_step = step
+        self.last_time = time.monotonic()
+        if self.clock is not None:
+            self.clock.checkpoint_saved(step)
+        self.log(f"saved {path}")
+
+    def last_good(self):
+        if self.last_step is None:
+            return "no checkpoint was saved yet"
+        return f"the latest checkpoint (step {self.last_step}) is the last good one"
