@@ -8,9 +8,15 @@ The HDF5 layout, written by :func:`prepare` and checked by :class:`H5Dataset`::
     attrs    class_names (33 str), num_classes = 33, void_label = 255,
              source_split (split name or names-file path)
 
-API:
-    prepare(data_dir, out_path, ...) -> summary dict
-    H5Dataset(path)                     validated read-only access, one image at a time
+API::
+
+    prepare(data_dir, out_path, split=None, names_file=None, ...)   -> summary dict
+    H5Dataset(path)                     validated read-only access (a context manager):
+        .names, .class_names, .num_classes, .void_label, .image_shape, len()
+        .image(i), .label(i)            one image / label map, labels checked on read
+        .label_counts(indices), .label_statistics(indices), .class_presence(indices)
+        .split(val_fraction)            (train, validation) indices
+        .indices_of(names)              positions of names in the file
 
 Batches for training and evaluation are streamed from this file by fcn_tf1.batches.
 """
@@ -31,8 +37,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fcn_tf1 import rundir, siftflow
-from fcn_tf1.errors import ConfigError, DataError
-from fcn_tf1.siftflow import IMAGE_SIZE, NUM_CLASSES, VOID_LABEL, _reason
+from fcn_tf1.errors import ConfigError, DataError, reason
+from fcn_tf1.siftflow import IMAGE_SIZE, NUM_CLASSES, VOID_LABEL
 
 # Measured on SIFT Flow: images (natural photos) shrink to ~70% at any level; level 4 keeps
 # label maps at ~1.5 KB for little time, higher levels only cost time.
@@ -147,7 +153,7 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
         with contextlib.suppress(OSError):
             part.unlink()
         if isinstance(err, OSError):  # bad inputs arrive as DataError: this is the output side
-            raise DataError(f"{out}: cannot write ({_reason(err)})") from None
+            raise DataError(f"{out}: cannot write ({reason(err)})") from None
         raise
     return {"path": str(out), "num_images": len(names), "source_split": source,
             "per_category": dict(Counter(siftflow.category_of(n) for n in names)),
@@ -187,13 +193,13 @@ class H5Dataset:
         try:
             self._file = h5py.File(self.path, "r")
         except Exception as err:  # h5py raises OSError for truncated/corrupt/non-HDF5 files
-            raise DataError(f"{self.path}: not a readable HDF5 file ({_reason(err)})") from None
+            raise DataError(f"{self.path}: not a readable HDF5 file ({reason(err)})") from None
         try:
             self._validate()
         except BaseException as err:
             self._file.close()
             if isinstance(err, Exception) and not isinstance(err, DataError):
-                raise DataError(f"{self.path}: corrupt HDF5 file ({_reason(err)})") from None
+                raise DataError(f"{self.path}: corrupt HDF5 file ({reason(err)})") from None
             raise
 
     def _validate(self):
@@ -258,7 +264,7 @@ class H5Dataset:
             return dataset[index]
         except Exception as err:  # a damaged chunk only shows when it is decompressed
             raise DataError(f"{self.path}: cannot read {key}[{index}] "
-                            f"({_reason(err)}); the file is corrupt") from None
+                            f"({reason(err)}); the file is corrupt") from None
 
     def image(self, index):
         """uint8 [H, W, 3] RGB image ``index``."""

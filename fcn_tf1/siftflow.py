@@ -18,27 +18,38 @@ Label contract (the one place it is stated; every module relies on it):
     type (float64 with integral values as released, uint8, int16, ...).
     Anything else is a :class:`~fcn_tf1.errors.DataError`: non-integer
     values, NaN/inf, negative values, values above 33, or a logical (bool),
-    char (string), cell/struct (object) or complex ``S``.
+    char (string), cell/struct (object), sparse or complex ``S``.
 
-Every reader raises ``DataError`` with one line, ``<full path>: <reason>``.
+API::
+
+    NUM_CLASSES, VOID_LABEL, IMAGE_SIZE, CATEGORIES, CLASS_NAMES, SIFTFLOW (DatasetDescriptor)
+    image_path(root, name), label_path(root, name), category_of(name)
+    labels_from_class_map(class_map, source)    the label contract on a raw ``S``
+    read_image(path), read_label(path)          one released file -> uint8 arrays
+    read_names(path), list_split(root, ...)     split lists and the files they name
+    read_class_names(root)                      the 33 names, label order
+    split_train_val(names, val_fraction)        the deterministic validation split
+    decode_image(path, check_header)            any image file (from fcn_tf1.decoders)
+
+Every reader raises ``DataError`` with one line, ``<full path>: <reason>``;
+decoding the files safely is fcn_tf1.decoders' part.
 """
 import collections
 import dataclasses
 import hashlib
 import pathlib
-import struct
 import types
-import zlib
 
 import numpy as np
 import scipy.io
-from PIL import Image, UnidentifiedImageError
 
-from fcn_tf1.errors import ConfigError, DataError
+from fcn_tf1.decoders import check_mat5_types, decode_image, read_mat_class_map
+from fcn_tf1.errors import ConfigError, DataError, reason
 
 NUM_CLASSES = 33
 VOID_LABEL = 255
 IMAGE_SIZE = 256
+CLASS_MAP_VARIABLE = "S"  # the class map in every label .mat file
 CATEGORIES = ("coast", "forest", "highway", "insidecity", "mountain", "opencountry", "street",
               "tallbuilding")
 # The official listing (classes.txt, semantic 1..33), used when a root has neither
@@ -70,12 +81,6 @@ SIFTFLOW = DatasetDescriptor(
     categories=CATEGORIES, class_names=CLASS_NAMES)
 
 
-def _reason(err):
-    """An exception as one short line (library messages may span lines or be empty)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text[:300]
-
-
 def image_path(root, name):
     """``ROOT/Images/.../NAME.jpg`` as a ``pathlib.Path``."""
     return pathlib.Path(root) / IMAGE_SUBDIR / f"{name}.jpg"
@@ -89,41 +94,6 @@ def label_path(root, name):
 def category_of(name):
     """The scene category of an image name: its prefix before the first '_'."""
     return str(name).split("_", 1)[0]
-
-
-def decode_image(path, check_header=None):
-    """Opens and fully decodes any image file Pillow reads (JPEG, PNG, ...).
-
-    Args:
-        path: the image file.
-        check_header: optional callable(image) run on the opened, not yet decoded
-            image (mode and size come from the header); it raises DataError to
-            refuse the file before any pixel is decoded (a corrupt size field
-            can claim millions of pixels).
-
-    Returns:
-        A loaded ``PIL.Image.Image`` (Pillow is lazy; loading now surfaces truncation here).
-
-    Raises:
-        DataError: missing file, not an image, corrupt or truncated data.
-    """
-    path = pathlib.Path(path)
-    try:
-        with Image.open(path) as image:
-            if check_header is not None:
-                check_header(image)
-            image.load()
-            return image.copy()
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an image file") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (corrupt or not an image file)") from None
-    except Exception as err:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
-        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
 
 
 def read_image(path):
@@ -205,96 +175,7 @@ def read_label(path):
         DataError: missing or unreadable file, no ``S``, or ``S`` breaking the contract.
     """
     path = pathlib.Path(path)
-    try:
-        _check_mat5_types(path)
-        mat = scipy.io.loadmat(path, variable_names=["S"])
-        # loadmat returns MATLAB logicals as uint8; only the header tells them apart.
-        logical = "S" in mat and mat["S"].dtype == np.uint8 and any(
-            name == "S" and cls == "logical" for name, _, cls in scipy.io.whosmat(path))
-    except (FileNotFoundError, IsADirectoryError):
-        raise DataError(f"{path}: no such label file") from None
-    except DataError:
-        raise
-    except Exception as err:  # scipy raises ValueError, MatReadError, NotImplementedError (v7.3)...
-        raise DataError(f"{path}: not a readable MATLAB .mat file ({_reason(err)})") from None
-    if "S" not in mat:
-        raise DataError(f"{path}: no variable 'S'")
-    if logical:
-        raise DataError(f"{path}: S has dtype bool (MATLAB logical), expected an "
-                        "integer-valued numeric class map")
-    return labels_from_class_map(mat["S"], path)
-
-
-# The data element types of MATLAB v5 files. Handed a tag of any other type, scipy.io's
-# reader (1.17) indexes a missing table entry and the process dies (SIGSEGV), so
-# _check_mat5_types walks the tags first, inflating compressed variables.
-_MAT5_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18})
-_MI_MATRIX, _MI_COMPRESSED = 14, 15
-_MX_SPARSE = 5  # the array class byte; a dense S relabelled sparse also crashes the reader
-_MAT5_MAX_INFLATED = 64 * 2**20  # a 256x256 label map takes 0.5 MB as float64
-
-
-def _check_mat5_types(path):
-    """Raises DataError if a MATLAB v5 file holds a data element of unknown type."""
-    with open(path, "rb") as f:
-        data = f.read()
-    order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
-    if len(data) < 128 or order is None or int.from_bytes(data[124:126], "little"
-                                                          if order == "<" else "big") != 0x0100:
-        return  # not v5 (v4, v7.3 = HDF5, or garbage): scipy's own checks apply
-    _check_elements(path, data, 128, len(data), order, depth=0, in_s=False)
-
-
-def _element(data, pos, order):
-    """(type, size, data start, next element) of the data element tag at ``pos``."""
-    mtype, nbytes = struct.unpack_from(order + "II", data, pos)
-    if mtype >> 16:  # small element: type and size in 4 bytes, data in the next 4
-        return mtype & 0xFFFF, mtype >> 16, pos + 4, pos + 8
-    return mtype, nbytes, pos + 8, pos + 8 + nbytes + (
-        0 if mtype == _MI_COMPRESSED else -nbytes % 8)
-
-
-def _matrix_class_and_name(data, body, end, order):
-    """The array class and the name of the miMATRIX whose data starts at ``body``."""
-    try:
-        _, _, flags, pos = _element(data, body, order)  # array flags: class in the low byte
-        array_class = struct.unpack_from(order + "I", data, flags)[0] & 0xFF
-        _, _, _, pos = _element(data, pos, order)  # dimensions
-        _, size, name, _ = _element(data, pos, order)
-        return array_class, bytes(data[name:min(name + size, end)])
-    except struct.error:  # truncated: scipy reports it
-        return None, b""
-
-
-def _check_elements(path, data, start, end, order, depth, in_s):
-    pos = start
-    while pos + 8 <= end:
-        mtype, nbytes, body, after = _element(data, pos, order)
-        if mtype not in _MAT5_TYPES:
-            raise DataError(f"{path}: not a readable MATLAB .mat file (data element of "
-                            f"unknown type {mtype} at byte {pos})")
-        if depth > 16:
-            raise DataError(f"{path}: not a readable MATLAB .mat file (nested too deep)")
-        if mtype == _MI_COMPRESSED:
-            inflater = zlib.decompressobj()
-            try:
-                inner = inflater.decompress(data[body:body + nbytes], _MAT5_MAX_INFLATED)
-            except zlib.error as err:
-                raise DataError(f"{path}: not a readable MATLAB .mat file "
-                                f"(compressed data: {err})") from None
-            if inflater.unconsumed_tail:
-                raise DataError(f"{path}: a compressed variable inflates to more than "
-                                f"{_MAT5_MAX_INFLATED // 2**20} MB")
-            _check_elements(path, inner, 0, len(inner), order, depth + 1, in_s)
-        elif mtype == _MI_MATRIX:
-            matrix_end = min(body + nbytes, end)
-            array_class, name = _matrix_class_and_name(data, body, matrix_end, order)
-            inside_s = in_s or name == b"S"
-            if inside_s and array_class == _MX_SPARSE:
-                raise DataError(f"{path}: S is a sparse matrix, expected a dense "
-                                "integer-valued numeric class map")
-            _check_elements(path, data, body, matrix_end, order, depth + 1, inside_s)
-        pos = after
+    return labels_from_class_map(read_mat_class_map(path, CLASS_MAP_VARIABLE), path)
 
 
 def read_names(path):
@@ -316,7 +197,7 @@ def read_names(path):
     except FileNotFoundError:
         raise DataError(f"{path}: names list not found") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: unreadable names list ({_reason(err)})") from None
+        raise DataError(f"{path}: unreadable names list ({reason(err)})") from None
     names, first_line = [], {}
     for line_number, line in enumerate(text.splitlines(), 1):
         name = line.strip()
@@ -408,6 +289,7 @@ def _names_from_mat(root):
     label_files = sorted((pathlib.Path(root) / LABEL_SUBDIR).glob("*.mat"))[:1]
     for label_file in label_files:
         try:
+            check_mat5_types(label_file, CLASS_MAP_VARIABLE)  # scipy.io would crash on some files
             cells = scipy.io.loadmat(label_file, variable_names=["names"]).get("names")
             names = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(cells).ravel()]
         except Exception:  # the names are decoration: any problem means "use the fallback"
