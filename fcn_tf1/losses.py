@@ -1,5 +1,6 @@
 """The per-pixel loss: softmax cross entropy on intact logits, void pixels masked out.
 
+    VARIANTS                                 the loss variants (config.LOSS_VARIANTS)
     loss(logits, labels, num_classes=33, void_label=255, class_weights=None,
          variant='reshape')                  -> float32 scalar
     predictions(logits)                      -> int64 [B, H, W] (argmax)
@@ -45,16 +46,17 @@ and zero gradients, never NaN.
 import numpy as np
 import tensorflow as tf
 
+from fcn_tf1.config import LOSS_VARIANTS as VARIANTS
 from fcn_tf1.errors import DataError
-
-VARIANTS = ("reshape", "reshape_free")
+from fcn_tf1.siftflow import NUM_CLASSES, VOID_LABEL
 
 
 def _label_message(num_classes, void_label):
     return f"labels must be in [0, {num_classes - 1}] or the void label {void_label}"
 
 
-def loss(logits, labels, num_classes=33, void_label=255, class_weights=None, variant="reshape"):
+def loss(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, class_weights=None,
+         variant="reshape"):
     """Mean softmax cross entropy over the valid (non-void) pixels.
 
     Args:
@@ -146,7 +148,7 @@ def probabilities(logits):
     return tf.nn.softmax(logits, axis=-1, name="probabilities")
 
 
-def validate_labels(labels, num_classes=33, void_label=255, source="batch"):
+def validate_labels(labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, source="batch"):
     """Raises DataError unless every label is a class index or the void label.
 
     Args:

@@ -2,8 +2,9 @@
 
 Pure numpy; nothing here touches TensorFlow::
 
-    confusion_matrix(gt, pred)        one batch -> int64 [C, C]
-    ConfusionMatrix().update(gt, pred) the same, accumulated over batches
+    confusion_matrix(gt, pred, num_classes, void_label)   one batch -> int64 [C, C]
+    ConfusionMatrix(num_classes, void_label).update(gt, pred)
+                                      the same, accumulated over batches
     compute_metrics(matrix, names)    -> dict of pixel accuracy, mean accuracy,
                                          mean IU, frequency-weighted IU, per class
     format_table(metrics)             -> a readable per-class table
@@ -19,14 +20,14 @@ t = sum_i t_i:
     frequency-weighted IU   sum_i (t_i / t) * IU_i
 
 Rows of the matrix are ground truth, columns prediction; ground-truth void
-pixels (255) are not counted at all, whatever was predicted there. Means run
-over the classes present in the ground truth only (see ``compute_metrics``
-for how that differs from ``score.py``).
+pixels are not counted at all, whatever was predicted there. Means run over
+the classes present in the ground truth only (see ``compute_metrics`` for how
+that differs from ``score.py``). The class count and the void label are
+arguments; they default to SIFT Flow's (33 classes, void 255).
 """
 import numpy as np
 
-NUM_CLASSES = 33
-VOID_LABEL = 255
+from fcn_tf1.siftflow import NUM_CLASSES, VOID_LABEL
 
 
 def confusion_matrix(gt, pred, num_classes=NUM_CLASSES, void_label=VOID_LABEL):

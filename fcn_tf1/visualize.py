@@ -1,20 +1,23 @@
-"""Class colours for SIFT Flow label maps: palette, overlays, side-by-side panels.
+"""Class colours for label maps: palette, overlays, side-by-side panels.
 
 Pure numpy and Pillow::
 
-    PALETTE, VOID_COLOR                 uint8 [33, 3] class colours; black for void (255)
+    PALETTE, VOID_COLOR                 uint8 [33, 3] SIFT Flow class colours; black for void
     colorize(label_map)                 uint8 [H, W] labels -> uint8 [H, W, 3] colours
     overlay(image, label_map, names)    colours blended over the image, legend at the right
     legend_entries(label_map, names)    the (name, colour) pairs the legend shows
     triptych(image, gt, pred)           input | ground truth | prediction, side by side
     save_png(path, array)               uint8 [H, W] ('L') or [H, W, 3] ('RGB') -> PNG
+
+The colouring functions take ``palette`` (one row per class: its length is the
+class count) and ``void_label``, by default SIFT Flow's PALETTE and void 255.
 """
 import functools
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-VOID_LABEL = 255
+from fcn_tf1.siftflow import VOID_LABEL
 
 # Hand-picked so that the frequent SIFT Flow classes read at a glance (sky light
 # blue, sea deep blue, tree dark green, grass green, road purple as in
@@ -61,21 +64,18 @@ PALETTE.flags.writeable = False
 VOID_COLOR = np.zeros(3, np.uint8)
 VOID_COLOR.flags.writeable = False
 
-_NUM_CLASSES = len(PALETTE)
-# Row 33 of the lookup table stands for void, so one fancy-index colours a map.
-_LOOKUP = np.concatenate([PALETTE, VOID_COLOR[None]])
 _GAP_COLOR = 255  # white between triptych panels and behind the legend
 _PAD = 6  # pixels between image and legend, and around the legend
 
 
-def _check_labels(label_map):
+def _check_labels(label_map, num_classes, void_label):
     label_map = np.asarray(label_map)
     if label_map.dtype.kind not in "iu":
         raise ValueError(f"label map must be an integer array, got dtype {label_map.dtype}")
-    bad = (label_map >= _NUM_CLASSES) & (label_map != VOID_LABEL) | (label_map < 0)
+    bad = (label_map >= num_classes) & (label_map != void_label) | (label_map < 0)
     if bad.any():
-        raise ValueError(f"label map values must be 0..{_NUM_CLASSES - 1} or "
-                         f"{VOID_LABEL} (void); found {label_map[bad][0]}")
+        raise ValueError(f"label map values must be 0..{num_classes - 1} or "
+                         f"{void_label} (void); found {label_map[bad][0]}")
     return label_map
 
 
@@ -92,28 +92,36 @@ def _check_image(image, shape):
     return image
 
 
-def colorize(label_map):
+def colorize(label_map, palette=PALETTE, void_label=VOID_LABEL):
     """Paints a label map with the class palette.
 
     Args:
-      label_map: integer [H, W] (any integer dtype), values 0..32 or 255 (void).
+      label_map: integer [H, W] (any integer dtype), values 0..C-1 or
+        ``void_label``.
+      palette: uint8 [C, 3], row c the colour of class c.
+      void_label: the label painted VOID_COLOR.
 
     Returns:
-      uint8 [H, W, 3]: PALETTE[label], VOID_COLOR where the label is void.
+      uint8 [H, W, 3]: palette[label], VOID_COLOR where the label is void.
 
     Raises:
-      ValueError: on a non-integer map or a value neither 0..32 nor 255.
+      ValueError: on a non-integer map or a value neither 0..C-1 nor the void label.
     """
-    label_map = _check_labels(label_map)
-    return _LOOKUP[np.where(label_map == VOID_LABEL, _NUM_CLASSES, label_map)]
+    num_classes = len(palette)
+    label_map = _check_labels(label_map, num_classes, void_label)
+    # Row C of the lookup table stands for void, so one fancy-index colours a map.
+    lookup = np.concatenate([np.asarray(palette, np.uint8), VOID_COLOR[None]])
+    return lookup[np.where(label_map == void_label, num_classes, label_map)]
 
 
-def legend_entries(label_map, class_names):
+def legend_entries(label_map, class_names, palette=PALETTE, void_label=VOID_LABEL):
     """The classes present in a label map, as the overlay legend lists them.
 
     Args:
-      label_map: integer [H, W], values 0..32 or 255 (void).
+      label_map: integer [H, W], values 0..C-1 or ``void_label``.
       class_names: the class names in label order (at least max label + 1).
+      palette: uint8 [C, 3] class colours.
+      void_label: the label listed as "void".
 
     Returns:
       list of (name, (r, g, b)) in label order, with ("void", VOID_COLOR) last
@@ -122,12 +130,12 @@ def legend_entries(label_map, class_names):
     Raises:
       ValueError: on a bad label map, or a label without a class name.
     """
-    label_map = _check_labels(label_map)
+    label_map = _check_labels(label_map, len(palette), void_label)
     labels = np.unique(label_map)
-    classes = labels[labels != VOID_LABEL]
+    classes = labels[labels != void_label]
     if classes.size and classes[-1] >= len(class_names):
         raise ValueError(f"label {classes[-1]} present but only {len(class_names)} class names")
-    entries = [(str(class_names[i]), tuple(int(c) for c in PALETTE[i])) for i in classes]
+    entries = [(str(class_names[i]), tuple(int(c) for c in palette[i])) for i in classes]
     if classes.size < labels.size:
         entries.append(("void", tuple(int(c) for c in VOID_COLOR)))
     return entries
@@ -169,35 +177,40 @@ def _draw_legend(entries, min_height):
     return np.asarray(canvas)
 
 
-def overlay(image, label_map, class_names, alpha=0.5, legend=True):
+def overlay(image, label_map, class_names, alpha=0.5, legend=True, palette=PALETTE,
+            void_label=VOID_LABEL):
     """Blends the class colours over an image, with a legend at its right.
 
     Void pixels are blended with VOID_COLOR, so they show darkened.
 
     Args:
       image: uint8 [H, W, 3] RGB (or [H, W] grey) of any size.
-      label_map: integer [H, W], values 0..32 or 255 (void).
+      label_map: integer [H, W], values 0..C-1 or ``void_label``.
       class_names: the class names in label order.
       alpha: weight of the colours, 0 (image only) to 1 (colours only).
       legend: if True, append a legend of the present classes (swatch + name,
         Pillow's default font) to the right of the image, never covering it.
+      palette: uint8 [C, 3] class colours.
+      void_label: the label of unlabelled pixels.
 
     Returns:
       uint8 [H', W', 3]: [H, W, 3] without legend; with it, the image at the
       top left, the legend to its right, W' > W and H' >= H (taller only when
       the legend does not fit beside a small image), white elsewhere.
     """
-    label_map = _check_labels(label_map)
+    label_map = _check_labels(label_map, len(palette), void_label)
     if label_map.ndim != 2:
         raise ValueError(f"label map must be [H, W], got shape {label_map.shape}")
     image = _check_image(image, label_map.shape)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    blended = (1.0 - alpha) * image + alpha * colorize(label_map).astype(np.float32)
+    colors = colorize(label_map, palette, void_label).astype(np.float32)
+    blended = (1.0 - alpha) * image + alpha * colors
     blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     if not legend:
         return blended
-    panel = _draw_legend(legend_entries(label_map, class_names), blended.shape[0])
+    panel = _draw_legend(legend_entries(label_map, class_names, palette, void_label),
+                         blended.shape[0])
     height, width = max(blended.shape[0], panel.shape[0]), blended.shape[1] + panel.shape[1]
     out = np.full((height, width, 3), _GAP_COLOR, np.uint8)
     out[:blended.shape[0], :blended.shape[1]] = blended
@@ -205,21 +218,24 @@ def overlay(image, label_map, class_names, alpha=0.5, legend=True):
     return out
 
 
-def triptych(image, gt, pred, gap=4):
+def triptych(image, gt, pred, gap=4, palette=PALETTE, void_label=VOID_LABEL):
     """Input, ground-truth colours and prediction colours side by side.
 
     For TensorBoard image summaries and validation PNGs.
 
     Args:
       image: uint8 [H, W, 3] RGB (or [H, W] grey).
-      gt: integer [H, W] ground truth, 0..32 or 255 (void, black).
-      pred: integer [H, W] prediction, 0..32.
+      gt: integer [H, W] ground truth, 0..C-1 or ``void_label`` (black).
+      pred: integer [H, W] prediction, 0..C-1.
       gap: width in pixels of the white strips between the panels.
+      palette: uint8 [C, 3] class colours.
+      void_label: the label of unlabelled pixels.
 
     Returns:
       uint8 [H, 3 * W + 2 * gap, 3].
     """
-    gt_colors, pred_colors = colorize(gt), colorize(pred)
+    gt_colors = colorize(gt, palette, void_label)
+    pred_colors = colorize(pred, palette, void_label)
     if gt_colors.ndim != 3 or gt_colors.shape != pred_colors.shape:
         raise ValueError(f"gt {np.shape(gt)} and pred {np.shape(pred)} must both be [H, W]")
     image = _check_image(image, gt_colors.shape[:2])
