@@ -1,6 +1,10 @@
 """The reference comparison of the two loss variants (``fcn-tf1 compare``).
 
     run_compare(data_path, batch_size=4, repeats=7, json_out=None, seed=0, ...) -> dict
+    read_void_batch(data_path, batch_size)   -> (images, labels, names)
+    void_batch(dataset, batch_size)          the same from an open h5data.H5Dataset
+    compare_variants(images, labels, ...)    -> the report dict
+    format_report(report)                    -> str
 
 Both variants of losses.loss() are built on ONE inference() graph (one set
 of variables, one forward pass) and evaluated on the same real batch: the
@@ -27,72 +31,71 @@ layers start at zero, which blocks every gradient below them at step 0, so
 the comparison is made after ``burn_in`` momentum steps from the seeded
 initialisation, where every variable has a gradient.
 
-The HDF5 file is read with plain h5py: ``images`` uint8 [N, H, W, 3],
-``labels`` uint8 [N, H, W] (0..32, void 255), optional ``names``.
+The HDF5 file of ``fcn-tf1 prepare`` is read through h5data.H5Dataset, which
+validates its structure and every label map read; its ``num_classes`` and
+``void_label`` size the model and the loss.
 """
-import json
-import os
 import statistics
 import sys
 import time
 
-import h5py
 import numpy as np
 import tensorflow as tf
 
-from fcn_tf1 import losses, model
-from fcn_tf1.errors import ConfigError, DataError
-
-NUM_CLASSES = 33
-VOID_LABEL = 255
-LOSS_VARIANTS = losses.VARIANTS
+from fcn_tf1 import h5data, losses, model, rundir
+from fcn_tf1.config import LOSS_VARIANTS
+from fcn_tf1.errors import ConfigError
+from fcn_tf1.siftflow import NUM_CLASSES, VOID_LABEL
 
 
 def read_void_batch(data_path, batch_size):
-    """The first ``batch_size`` images of the file that contain void pixels.
-
-    Falls back to the first images without void when too few have any.
+    """The first ``batch_size`` images of an HDF5 file that contain void pixels.
 
     Returns:
-        (images float32 [B, H, W, 3], labels int64 [B, H, W], names list of str).
+        as :func:`void_batch`.
 
     Raises:
-        DataError: missing/unreadable file, missing datasets, wrong shapes, bad labels.
+        DataError: missing, unreadable or malformed file, bad labels.
     """
-    try:
-        h5file = h5py.File(data_path, "r")
-    except (OSError, ValueError) as err:
-        raise DataError(f"{data_path}: cannot read as HDF5 ({err})") from None
-    with h5file:
-        for key in ("images", "labels"):
-            if key not in h5file:
-                raise DataError(f"{data_path}: no '{key}' dataset (expected images, labels, names)")
-        images, labels = h5file["images"], h5file["labels"]
-        if (images.ndim != 4 or images.shape[-1] != 3 or labels.ndim != 3
-                or labels.shape != images.shape[:3]):
-            raise DataError(f"{data_path}: images {images.shape} and labels {labels.shape} "
-                            "must be [N, H, W, 3] and [N, H, W]")
-        if len(labels) == 0:
-            raise DataError(f"{data_path}: holds no images")
-        names = h5file["names"][()] if "names" in h5file else np.arange(len(labels))
-        chosen, chunk = [], 64
-        for start in range(0, len(labels), chunk):
-            block = labels[start:start + chunk]
-            has_void = (block == VOID_LABEL).reshape(len(block), -1).any(axis=1)
-            chosen.extend(start + i for i in np.flatnonzero(has_void))
-            if len(chosen) >= batch_size:
+    with h5data.H5Dataset(data_path) as dataset:
+        return void_batch(dataset, batch_size)
+
+
+def void_batch(dataset, batch_size):
+    """The first ``batch_size`` images of ``dataset`` that contain void pixels.
+
+    Falls back to the first images without void when too few have any. The
+    label maps are read one at a time, and only until enough images with void
+    are found.
+
+    Args:
+        dataset: an open h5data.H5Dataset.
+        batch_size: positive int.
+
+    Returns:
+        (images float32 [B, H, W, 3], labels int64 [B, H, W], names list of str),
+        in file order.
+
+    Raises:
+        DataError: a label map outside the dataset's classes and void label.
+    """
+    chosen, labels = [], {}
+    for index in range(len(dataset)):
+        label = dataset.label(index)
+        if (label == dataset.void_label).any():
+            chosen.append(index)
+            labels[index] = label
+            if len(chosen) == batch_size:
                 break
-        chosen = chosen[:batch_size]
-        if len(chosen) < batch_size:  # too few images with void: fill with the first others
-            taken = set(chosen)
-            others = [i for i in range(len(labels)) if i not in taken]
-            chosen += others[:batch_size - len(chosen)]
-        chosen.sort()
-        batch_images = images[chosen].astype(np.float32)
-        batch_labels = labels[chosen].astype(np.int64)
-        batch_names = [n.decode("utf8") if isinstance(n, bytes) else str(n) for n in names[chosen]]
-    losses.validate_labels(batch_labels, NUM_CLASSES, VOID_LABEL, source=str(data_path))
-    return batch_images, batch_labels, batch_names
+    if len(chosen) < batch_size:  # too few images with void: fill with the first others
+        taken = set(chosen)
+        others = [i for i in range(len(dataset)) if i not in taken]
+        chosen += others[:batch_size - len(chosen)]
+    chosen.sort()
+    images = np.stack([dataset.image(i) for i in chosen]).astype(np.float32)
+    batch_labels = np.stack([labels[i] if i in labels else dataset.label(i)
+                             for i in chosen]).astype(np.int64)
+    return images, batch_labels, [dataset.names[i] for i in chosen]
 
 
 def _grad_diffs(names, grads_a, grads_b):
@@ -111,29 +114,31 @@ def _grad_diffs(names, grads_a, grads_b):
 
 
 def compare_variants(images, labels, repeats=7, seed=0, variant="fcn8s", backbone="compact",
-                     width=32, learning_rate=0.01, momentum=0.9, burn_in=2, warmup=2):
+                     width=32, learning_rate=0.01, momentum=0.9, burn_in=2, warmup=2,
+                     num_classes=NUM_CLASSES, void_label=VOID_LABEL):
     """Runs the comparison on one batch; returns the report dict (see module docstring).
 
     Args:
         images: float32 [B, H, W, 3], RGB 0..255.
-        labels: int64 [B, H, W], 0..32 or 255.
+        labels: int64 [B, H, W], 0..num_classes-1 or void_label.
         repeats: timed steps per variant (median reported).
         seed: graph-level random seed for the initial weights and dropout.
         variant, backbone, width: the model (see model.inference).
         learning_rate, momentum: the momentum optimizer of the training step.
         burn_in: momentum steps taken before the gradient comparison.
         warmup: untimed steps per variant before timing.
+        num_classes, void_label: the label contract of ``labels``.
     """
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(seed)
         images_in = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], "images")
         labels_in = tf.compat.v1.placeholder(tf.int64, [None, None, None], "labels")
-        logits = model.inference(images_in, NUM_CLASSES, variant, backbone, width, is_training=True)
+        logits = model.inference(images_in, num_classes, variant, backbone, width, is_training=True)
         trainables = tf.compat.v1.trainable_variables("fcn/")
         loss_of, grads_of, train_of = {}, {}, {}
         update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
         for name in LOSS_VARIANTS:
-            loss_of[name] = losses.loss(logits, labels_in, NUM_CLASSES, VOID_LABEL, variant=name)
+            loss_of[name] = losses.loss(logits, labels_in, num_classes, void_label, variant=name)
             grads_of[name] = tf.gradients(loss_of[name], trainables)
             optimizer = tf.compat.v1.train.MomentumOptimizer(
                 learning_rate, momentum, name=f"momentum_{name}")
@@ -173,7 +178,7 @@ def compare_variants(images, labels, repeats=7, seed=0, variant="fcn8s", backbon
         names, values["grads"]["reshape"], values["grads"]["reshape_free"])
     zero_grads = [n for n, g in zip(names, values["grads"]["reshape"]) if not np.any(g)]
     step = {name: statistics.median(times[name]) for name in LOSS_VARIANTS}
-    void = int(np.count_nonzero(labels == VOID_LABEL))
+    void = int(np.count_nonzero(labels == void_label))
     return {
         "loss_reshape": float(values["loss"]["reshape"]),
         "loss_reshape_free": float(values["loss"]["reshape_free"]),
@@ -259,16 +264,15 @@ def run_compare(data_path, batch_size=4, repeats=7, json_out=None, seed=0, varia
     """
     if batch_size < 1 or repeats < 1:
         raise ConfigError(f"--batch-size and --repeats must be positive, got {batch_size}, {repeats}")
-    images, labels, names = read_void_batch(data_path, batch_size)
+    with h5data.H5Dataset(data_path) as dataset:
+        images, labels, names = void_batch(dataset, batch_size)
+        num_classes, void_label = dataset.num_classes, dataset.void_label
     report = compare_variants(images, labels, repeats=repeats, seed=seed, variant=variant,
-                              backbone=backbone, width=width)
+                              backbone=backbone, width=width, num_classes=num_classes,
+                              void_label=void_label)
     report["data"] = str(data_path)
     report["images"] = names
     print(format_report(report), file=out or sys.stdout)
     if json_out is not None:
-        tmp = f"{json_out}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, json_out)
+        rundir.write_json(json_out, report)
     return report
