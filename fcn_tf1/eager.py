@@ -22,12 +22,11 @@ tests/test_tf2_native.py shows the logits equal the graph model's.
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import layers, model, trained
+from fcn_tf1 import checkpoints, layers, model
 
 SCOPE = "fcn/"
 # the last part of every variable name inference() reads at inference time
 MODEL_VARIABLES = ("weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
-FINAL_FACTOR = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 
 
 def load_weights(checkpoint):
@@ -63,7 +62,7 @@ def _layer(weights, x, name):
 
 def _upsample_2x(weights, x, name):
     """The learned 2x upsampling ``name`` (upscore2, upscore_pool4)."""
-    return layers._transpose_conv_upsample(x, weights[f"{SCOPE}{name}/weights"], 2, x.shape[-1])
+    return layers.upsample_with_kernel(x, weights[f"{SCOPE}{name}/weights"], 2, x.shape[-1])
 
 
 def forward(weights, images, variant="fcn8s", input_scale=1.0):
@@ -78,8 +77,8 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     Returns:
         float32 [B, H, W, num_classes], equal to ``model.inference(..., is_training=False)``.
     """
-    if variant not in FINAL_FACTOR:
-        raise ValueError(f"variant must be one of {tuple(FINAL_FACTOR)}, got {variant!r}")
+    if variant not in model.VARIANTS:
+        raise ValueError(f"variant must be one of {model.VARIANTS}, got {variant!r}")
     backbone = "compact" if f"{SCOPE}conv1_1/gamma" in weights else "vgg16"  # same input for vgg_bn
     # the checkpoint's own layers: conv{s}_1, conv{s}_2, ... as far as they exist
     convs_per_stage = [sum(1 for name in weights if name.startswith(f"{SCOPE}conv{stage}_")
@@ -98,7 +97,7 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     if variant == "fcn8s":
         score = (_upsample_2x(weights, score, "upscore_pool4")
                  + _layer(weights, pools[3], "score_pool3"))
-    return layers.upsample_fixed(score, FINAL_FACTOR[variant] / input_scale, "upscore",
+    return layers.upsample_fixed(score, model.FINAL_UPSAMPLING[variant] / input_scale, "upscore",
                                  (height, width))
 
 
@@ -122,7 +121,7 @@ class EagerFCN(tf.Module):
     def from_run(cls, train_dir, checkpoint=None):
         """The run in ``train_dir`` (its config.json, its latest or the given checkpoint)."""
         config = config_lib.load(train_dir)
-        return cls(trained.find_checkpoint(train_dir, checkpoint), variant=config.variant,
+        return cls(checkpoints.find(train_dir, checkpoint), variant=config.variant,
                    input_scale=config.input_scale)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])

@@ -4,6 +4,15 @@ Every helper creates its variables with ``tf.compat.v1.get_variable`` in the
 current variable scope and builds ops from ``tf.nn`` / core ``tf`` only (no
 Keras layers, no ``tf.compat.v1.layers``: they are gone with Keras 3).
 
+API::
+
+    conv2d, batch_norm, max_pool, dropout, dropout_step_counter, smart_cond, he_initializer
+    bilinear_kernel_1d(factor), bilinear_kernel(factor, channels)   numpy upsampling kernels
+    upsample_learnable(x, factor, name)      FCN's upscore2: a variable, bilinear at start
+    upsample_with_kernel(x, kernel, factor, out_channels)   the same with a given kernel
+    upsample_fixed(x, factor, name, size)    FCN's final frozen bilinear upsampling
+    rescale(x, scale, name)                  antialiased bilinear resampling (input_scale)
+
 Variable names inside a layer's scope are part of the checkpoint contract:
 
     weights, biases                              convolution kernel and bias
@@ -198,17 +207,30 @@ def bilinear_kernel(factor, channels):
     return kernel
 
 
-def _transpose_conv_upsample(x, kernel, factor, out_channels):
-    """Exact ``factor`` x upsampling of ``x`` with ``kernel``, aligned like half-pixel resize.
+def upsample_with_kernel(x, kernel, factor, out_channels):
+    """Exact ``factor`` x upsampling of ``x`` by a given transposed-convolution kernel.
 
-    The map is first padded by one edge-replicated pixel on every side; the
-    transposed convolution's explicit padding then crops 1.5 * factor pixels
+    The computation of :func:`upsample_learnable` without its variable: the
+    eager forward (eager.py) calls it with a kernel read from a checkpoint.
+    The output is aligned like a half-pixel resize. The map is first padded
+    by one edge-replicated pixel on every side; the transposed convolution's
+    explicit padding then crops 1.5 * factor pixels
     from each side of its full output, leaving exactly [f*h, f*w] (an explicit
     padding instead of a slice afterwards: the slice's gradient was a third of
     the upsampling's cost). With the 2f-tap bilinear kernel the result equals
     ``tf.image.resize(x, [f*h, f*w], 'bilinear')`` everywhere at
     initialisation, borders included (zero padding would darken the border
     rows by up to half).
+
+    Args:
+        x: float32 [B, h, w, C_in].
+        kernel: float32 [2 * factor, 2 * factor, out_channels, C_in] (a
+            ``conv2d_transpose`` filter, e.g. :func:`bilinear_kernel`).
+        factor: even int upsampling factor.
+        out_channels: int, the channel count of the result.
+
+    Returns:
+        float32 [B, factor * h, factor * w, out_channels].
     """
     padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     shape = tf.shape(x)
@@ -216,6 +238,11 @@ def _transpose_conv_upsample(x, kernel, factor, out_channels):
     crop = 3 * factor // 2  # factor is even (2, 8, 16, 32) so this is exact
     return tf.nn.conv2d_transpose(padded, kernel, output_shape, strides=factor,
                                   padding=[[0, 0], [crop, crop], [crop, crop], [0, 0]])
+
+
+# The old private name, still called by tests/test_model.py; remove once it calls
+# upsample_with_kernel.
+_transpose_conv_upsample = upsample_with_kernel
 
 
 def upsample_learnable(x, factor, name):
@@ -234,7 +261,7 @@ def upsample_learnable(x, factor, name):
         kernel = tf.compat.v1.get_variable(
             "weights", [2 * factor, 2 * factor, channels, channels], tf.float32,
             initializer=tf.compat.v1.constant_initializer(bilinear_kernel(factor, channels)))
-        y = _transpose_conv_upsample(x, kernel, factor, channels)
+        y = upsample_with_kernel(x, kernel, factor, channels)
     y.set_shape([x.shape[0], None, None, channels])
     return y
 

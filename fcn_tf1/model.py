@@ -4,6 +4,8 @@
               width=32, is_training=False, dropout=None,
               input_scale=1.0)                      -> logits float32 [B, H, W, C]
     inference_endpoints(...)                          -> (logits, {name: tensor})
+    network_input(images, backbone, input_scale)      -> (padded backbone input, H, W)
+    VARIANTS, BACKBONES (fcn_tf1.config), FINAL_UPSAMPLING {variant: factor}
     weight_decay_loss(scope='fcn')                    -> scalar: sum of l2_loss of conv kernels
     load_vgg16_weights(session, h5_path)              (see vgg16_weights.py)
 
@@ -68,10 +70,8 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import layers
-from fcn_tf1.config import MAX_INPUT_SCALE, MIN_INPUT_SCALE
-
-VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
-BACKBONES = ("compact", "vgg_bn", "vgg16")
+from fcn_tf1.config import BACKBONES, MAX_INPUT_SCALE, MIN_INPUT_SCALE, VARIANTS
+from fcn_tf1.siftflow import NUM_CLASSES
 
 # ImageNet statistics of RGB pixel values in 0..255.
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -87,9 +87,11 @@ COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
 COMPACT_FC_MULTIPLIER = 16
 DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3, "vgg_bn": 0.3}
 STRIDE = 32  # the input is padded to a multiple of this (pool5's stride)
+# The stride of each head's last score map, i.e. its final fixed upsampling factor.
+FINAL_UPSAMPLING = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 
 
-def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
+def inference(images, num_classes=NUM_CLASSES, variant="fcn8s", backbone="compact", width=32,
               is_training=False, dropout=None, input_scale=1.0):
     """Builds the FCN and returns unscaled logits at the input resolution.
 
@@ -116,7 +118,7 @@ def inference(images, num_classes=33, variant="fcn8s", backbone="compact", width
     return logits
 
 
-def inference_endpoints(images, num_classes=33, variant="fcn8s", backbone="compact", width=32,
+def inference_endpoints(images, num_classes=NUM_CLASSES, variant="fcn8s", backbone="compact", width=32,
                         is_training=False, dropout=None, input_scale=1.0):
     """Like :func:`inference`, also returning the intermediate maps.
 
@@ -247,19 +249,16 @@ def _fcn_head(endpoints, num_classes, variant, size, input_scale=1.0):
     """
     score = _score(endpoints["fc7"], num_classes, "score_fr")
     endpoints["score_fr"] = score
-    if variant == "fcn32s":
-        final_factor = 32
-    else:
+    if variant != "fcn32s":
         score_pool4 = _score(endpoints["pool4"], num_classes, "score_pool4")
         endpoints["score_pool4"] = score_pool4
         score = layers.upsample_learnable(score, 2, "upscore2") + score_pool4
-        final_factor = 16
         if variant == "fcn8s":
             score_pool3 = _score(endpoints["pool3"], num_classes, "score_pool3")
             endpoints["score_pool3"] = score_pool3
             score = layers.upsample_learnable(score, 2, "upscore_pool4") + score_pool3
-            final_factor = 8
-    upscore = layers.upsample_fixed(score, final_factor / input_scale, "upscore", size)
+    upscore = layers.upsample_fixed(score, FINAL_UPSAMPLING[variant] / input_scale, "upscore",
+                                    size)
     endpoints["upscore"] = upscore
     return upscore
 
