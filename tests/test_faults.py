@@ -1,12 +1,11 @@
 """Fault injection, fast cases: kill the trainer, stop it, poison it, starve its disk, crowd it.
 
 The long campaigns (10 kills at random moments, repeated signals, longer fuzzing)
-are ``python bench/faults.py``; both use the harness in bench/harness.py. Every
-trainer here is the real run_train.py (or train.train in-process) with a tiny
-model on the embedded SIFT Flow sample.
+are ``python -m tests.support.faults``; both use the harness in tests/support/.
+Every trainer here is the real run_train.py (or train.train in-process) with a
+tiny model on the embedded SIFT Flow sample. Integration tier: real processes.
 """
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -15,13 +14,12 @@ import time
 
 import pytest
 
-from fcn_tf1 import cli, rundir, train
+from fcn_tf1 import cli, h5data, rundir, train
 from fcn_tf1.errors import FcnError
+from tests.support import fuzz_inputs, harness, scenarios
+from tests.support.harness import Trainer, check_checkpoints, tiny_config
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
-import faults  # noqa: E402  (bench/faults.py: the scenarios)
-import harness  # noqa: E402  (bench/harness.py: processes, checkpoints, mounts)
-from harness import Trainer, check_checkpoints, tiny_config  # noqa: E402
+pytestmark = pytest.mark.integration
 
 
 def quiet(*_args, **_kwargs):
@@ -59,7 +57,7 @@ def test_sigkill_mid_save_resumes_from_latest_checkpoint(tmp_path, finished_run)
     interval lost, the stale lock and the partial files are taken care of, and the run
     ends at max_steps keeping --max-to-keep checkpoints (its earlier ones included)."""
     run = copy_run(finished_run, tmp_path / "run")  # checkpoints 2 and 4
-    result = faults.kill_campaign(tmp_path, kills=1, max_steps=10, save_every=2, log=quiet,
+    result = scenarios.kill_campaign(tmp_path, kills=1, max_steps=10, save_every=2, log=quiet,
                                   moments=("mid-save",), reference=False, train_dir=run)
     killed = result["kills"][0]
     assert killed["status"] == -signal.SIGKILL and killed["restored"] == 4, killed
@@ -104,22 +102,23 @@ def test_unreadable_or_dead_lock_is_taken_over(tmp_path, content):
 # --- 2. graceful stop --------------------------------------------------------------------
 
 
-def test_ctrl_c_saves_the_current_step_and_returns_quickly(tmp_path):
-    """SIGINT (Ctrl-C) in the middle of a run, in-process: saved at the current step, back
-    within seconds. The process-level case (exit status 0) is SIGTERM in test_train.py;
-    bench/faults.py sends both, at random steps and during start-up, to real processes."""
-    sent = []
+def test_ctrl_c_saves_the_current_step_and_stops_there(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run, in-process: saved at the step it arrived in,
+    and not one step more (of 1000 asked for). The process-level case (exit status 0) is
+    SIGTERM in test_train.py; faults.py sends both, at random steps and during start-up, to
+    real processes."""
+    lines = []
 
     def interrupt_at_step_3(line):
+        lines.append(line)
         if line.startswith("step 3/"):
-            sent.append(time.monotonic())
             os.kill(os.getpid(), signal.SIGINT)
 
     result = train.train(tiny_config(max_steps=1000, save_every_steps=0, log_every_steps=1),
                          tmp_path, log=interrupt_at_step_3)
-    seconds = time.monotonic() - sent[0]
     assert result["stopped_by"] == "SIGINT" and result["step"] == 3, result["step"]
-    assert check_checkpoints(tmp_path) == 3 and seconds < 5, seconds
+    assert len(result["losses"]) == 3 and check_checkpoints(tmp_path) == 3
+    assert not any(line.startswith("step 4/") for line in lines), lines
     assert not (tmp_path / rundir.LOCK_NAME).exists()
 
 
@@ -127,14 +126,14 @@ def test_ctrl_c_saves_the_current_step_and_returns_quickly(tmp_path):
 
 
 def test_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    outcome = faults.diverge_in_process(tmp_path, harness.poisoned_batches(4))
+    outcome = scenarios.diverge_in_process(tmp_path, harness.poisoned_batches(4))
     assert outcome["exit_code"] == 3 and "loss is nan" in outcome["error"], outcome
     assert "latest checkpoint (step 4) is the last good one" in outcome["error"]
     assert outcome["latest"] == 4  # loadable and finite: check_checkpoints read every tensor
 
 
 def test_weights_that_turn_nan_with_a_finite_loss_are_never_saved(tmp_path):
-    outcome = faults.diverge_in_process(tmp_path, harness.weights_blow_up_after(3))
+    outcome = scenarios.diverge_in_process(tmp_path, harness.weights_blow_up_after(3))
     assert outcome["exit_code"] == 3, outcome
     assert outcome["latest"] == 2, outcome  # step 3 had NaN weights: not saved
     assert "step 2" in outcome["error"] and "\n" not in outcome["error"]
@@ -143,7 +142,7 @@ def test_weights_that_turn_nan_with_a_finite_loss_are_never_saved(tmp_path):
 def test_bad_label_mid_run_is_one_line_naming_the_file(tmp_path, default_data):
     data = tmp_path / "poisoned.h5"
     index = harness.poison_label(default_data, data, at_batch=3)
-    outcome = faults.diverge_in_process(tmp_path / "run", None, data=data)
+    outcome = scenarios.diverge_in_process(tmp_path / "run", None, data=data)
     assert outcome["exit_code"] == 2, outcome
     assert f"{data}: labels[{index}]" in outcome["error"] and "has value 40" in outcome["error"]
     assert outcome["latest"] == 3, outcome  # steps 1-3 (batches 0-2) were saved
@@ -194,7 +193,7 @@ def test_disk_filling_during_a_save_keeps_earlier_checkpoints(tmp_path, finished
         limit, reason = harness.limit_file_size(300_000), "File too large"
     copy_run(finished_run, run)
     try:
-        result = faults.full_disk_run(run, max_steps=40, preexec_fn=limit)
+        result = scenarios.full_disk_run(run, max_steps=40, preexec_fn=limit)
         assert result["status"] == 2 and not result["traceback"], result
         assert len(result["errors"]) == 1 and reason in result["errors"][0], result["errors"]
         error = result["errors"][0]
@@ -248,9 +247,7 @@ def test_train_dir_moved_elsewhere_still_resumes(tmp_path, finished_run):
 
 
 def test_prepare_removes_the_temporary_file_of_a_killed_prepare(tmp_path):
-    import fuzz  # bench/fuzz.py: a small released-layout root of real sample files
-    from fcn_tf1 import h5data
-    root, _ = fuzz.make_root(tmp_path, count=2)
+    root, _ = fuzz_inputs.make_root(tmp_path, count=2)
     out = tmp_path / "out" / "data.h5"
     out.parent.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -2,9 +2,9 @@
 
 Every reader answers a bad file with our one-line error naming it (DataError,
 ``fcn-tf1: error: ...``), never a traceback, a hang or a crash. The readers run
-in a child process (bench/fuzz.py) with a time limit, so a crash or a hang
-fails the test instead of taking pytest down; ``python bench/faults.py`` runs
-the same fuzzing for longer.
+in a child process (tests/support/fuzz.py) with a time limit, so a crash or a
+hang fails the test instead of taking pytest down; ``python -m tests.support.faults``
+runs the same fuzzing for longer. Integration tier: child processes.
 """
 import json
 import pathlib
@@ -19,21 +19,22 @@ from PIL import Image
 
 from fcn_tf1 import cli, predict, train
 
+from tests.support import fuzz, fuzz_inputs
+from tests.support.harness import tiny_config
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-import fuzz  # noqa: E402  (bench/fuzz.py: mutation, seed files, the checks)
-from harness import tiny_config  # noqa: E402
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def reader_report(tmp_path_factory):
-    """bench/fuzz.py for a few seconds in a child: jpeg, mat, hdf5, batches and prepare."""
+    """fuzz.py for a few seconds in a child: jpeg, mat, hdf5, batches and prepare."""
     out = tmp_path_factory.mktemp("fuzz")
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "fuzz.py"), "--seconds", "4",
+        [sys.executable, "-m", fuzz.__name__, "--seconds", "4",
          "--readers", "jpeg,mat,hdf5,batches", "--prepare-trials", "16", "--config-cases", "0",
          "--name-cases", "0", "--out", str(out), "--json", str(out / "report.json")],
-        capture_output=True, text=True, timeout=180)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     current = (out / "current").read_text() if (out / "current").exists() else "?"
     assert proc.returncode in (0, 1), (  # 1: findings, checked below; else a crash
         f"fuzzer died with status {proc.returncode} while running {current}: "
@@ -63,9 +64,9 @@ def test_predict_reader_on_mutated_images(tmp_path):
 
 def test_mat_files_that_crash_scipy_are_refused_first(tmp_path):
     """scipy.io.loadmat (1.17) dies with SIGSEGV on a v5 .mat whose data element has an
-    unknown type, or whose S says 'sparse' over dense data (both found by bench/fuzz.py).
+    unknown type, or whose S says 'sparse' over dense data (both found by tests/support/fuzz.py).
     read_label refuses them from their tags; run in a child so a crash fails only this test."""
-    valid = fuzz._mat_bytes({"S": np.zeros((256, 256))})
+    valid = fuzz_inputs.mat_bytes({"S": np.zeros((256, 256))})
     real_part = valid.index(b"S\x00\x00\x00") + 4  # the tag of S's values
     flags = 128 + 16  # the array class of the first variable
     patches = [(real_part, t) for t in (0, 8, 10, 11, 14, 15, 19, 255)] + [(flags, 5)]
@@ -96,9 +97,9 @@ def test_predict_cli_on_garbage_names_each_bad_file(trained_run, tmp_path, capsy
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = random.Random(0)
-    jpeg = fuzz.seed_inputs(tmp_path)["jpeg"][0][1]
+    jpeg = fuzz_inputs.seed_inputs(tmp_path)["jpeg"][0][1]
     for i in range(10):
-        (inputs / f"mutated{i}.jpg").write_bytes(fuzz.mutate(jpeg, rng))
+        (inputs / f"mutated{i}.jpg").write_bytes(fuzz_inputs.mutate(jpeg, rng))
     (inputs / "empty.png").write_bytes(b"")
     Image.new("L", (5000, 4000)).save(inputs / "bomb.png")  # 20 Mpx from 20 KB
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(inputs / "fine.png")

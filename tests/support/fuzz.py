@@ -1,6 +1,6 @@
 """Garbage in: the readers fed random and mutated bytes must answer with our one-line error.
 
-    python bench/fuzz.py --seconds 60 [--seed 0] [--out DIR] [--json FILE]
+    python -m tests.support.fuzz --seconds 60 [--seed 0] [--out DIR] [--json FILE]
 
 Readers (each gets an equal share of ``--seconds``):
 
@@ -15,16 +15,17 @@ A case is *accepted* (a valid array comes back) or *rejected* with a DataError
 a message on several lines or not naming the file, or a case slower than
 ``--slow`` seconds; its input is kept in ``OUT/findings``. A case running for
 over ``--hang`` seconds ends the process with status 3. A crash or a hang
-takes the process down, so run this as a child with a time limit (bench/faults.py
+takes the process down, so run this as a child with a time limit (faults.py
 does): ``OUT/readers/current`` or ``OUT/prepare/current`` then names the case that was
 running (the mutated file is left in place).
 
-Also here, for tests/test_fuzz.py and bench/faults.py: ``fuzz_prepare`` (one
+Also here, for tests/test_fuzz.py and faults.py: ``fuzz_prepare`` (one
 mutated file in a small released-layout root: the output is complete or absent),
 ``fuzz_config`` (config.json contents) and ``fuzz_output_names`` (predict's
-output names).
+output names). The inputs (mutation, valid seed files) are in fuzz_inputs.py.
 """
 import argparse
+import contextlib
 import importlib
 import io
 import json
@@ -38,108 +39,12 @@ import tempfile
 import threading
 import time
 
-import h5py
 import numpy as np
-import scipy.io
-from PIL import Image
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SAMPLE = REPO_ROOT / "data" / "siftflow_sample.h5"
-sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
+from fcn_tf1 import batches, h5data, siftflow
+from fcn_tf1.errors import ConfigError, DataError
 
-from fcn_tf1 import batches, h5data, siftflow  # noqa: E402
-from fcn_tf1.errors import ConfigError, DataError  # noqa: E402
-
-INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
-INTERESTING_32 = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0x10000, 0x00010001)
-
-
-# --- mutation ----------------------------------------------------------------------------
-
-def _offset(size, rng):
-    """Half the time in the first 2 KiB (headers, tables, superblocks), else anywhere."""
-    if size == 0:
-        return 0
-    return rng.randrange(min(size, 2048)) if rng.random() < 0.5 else rng.randrange(size)
-
-
-def mutate(data, rng):
-    """A few random edits: bit flips, special bytes and words, truncation, inserts, cuts."""
-    if rng.random() < 0.03:
-        return rng.randbytes(rng.choice((0, 1, 16, 1000, 20000)))
-    data = bytearray(data)
-    for _ in range(rng.choice((1, 1, 2, 3, 8))):
-        op, pos = rng.randrange(7), _offset(len(data), rng)
-        if op == 0 and data:
-            data[min(pos, len(data) - 1)] ^= 1 << rng.randrange(8)
-        elif op == 1 and data:
-            data[min(pos, len(data) - 1)] = rng.choice(INTERESTING + (rng.randrange(256),))
-        elif op == 2:
-            word = rng.choice(INTERESTING_32).to_bytes(4, rng.choice(("little", "big")))
-            data[pos:pos + 4] = word
-        elif op == 3:
-            del data[pos:]
-        elif op == 4:
-            data[pos:pos] = rng.randbytes(rng.randrange(1, 64))
-        elif op == 5:
-            del data[pos:pos + rng.randrange(1, 256)]
-        elif op == 6 and len(data) > 8:  # repeat a slice: duplicated markers and chunks
-            start = rng.randrange(len(data) - 4)
-            data[pos:pos] = data[start:start + rng.randrange(4, 128)]
-    return bytes(data)
-
-
-# --- seed inputs (valid files) ---------------------------------------------------------
-
-def _sample_arrays(count=3):
-    with h5data.H5Dataset(SAMPLE) as data:
-        return [(data.image(i), data.label(i)) for i in range(count)]
-
-
-def _encode(image, **options):
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, **options)
-    return buffer.getvalue()
-
-
-def _mat_bytes(variables, **options):
-    buffer = io.BytesIO()
-    scipy.io.savemat(buffer, variables, **options)
-    return buffer.getvalue()
-
-
-def _h5_bytes(images, labels, names, workdir):
-    path = pathlib.Path(workdir) / "seed.h5"
-    gzip = dict(compression="gzip", compression_opts=4)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("images", data=images, chunks=(1,) + images.shape[1:], **gzip)
-        f.create_dataset("labels", data=labels, chunks=(1,) + labels.shape[1:], **gzip)
-        f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
-        f.attrs["class_names"] = np.array(siftflow.CLASS_NAMES, dtype=h5py.string_dtype("utf-8"))
-        f.attrs["num_classes"], f.attrs["void_label"] = 33, 255
-    data = path.read_bytes()
-    path.unlink()
-    return data
-
-
-def seed_inputs(workdir):
-    """Valid files per reader: {"jpeg": [(suffix, bytes)], "mat": [...], "hdf5": [...]}."""
-    pairs = _sample_arrays()
-    (image, label), (image2, _) = pairs[0], pairs[1]
-    s = np.where(label == 255, 0, label.astype(np.float64) + 1)
-    names = np.array(siftflow.CLASS_NAMES, dtype=object).reshape(1, -1)
-    small = np.stack([p[0][:16, :16] for p in pairs]), np.stack([p[1][:16, :16] for p in pairs])
-    return {
-        "jpeg": [(".jpg", _encode(image, format="JPEG", quality=90)),
-                 (".jpg", _encode(image2, format="JPEG", quality=75, progressive=True)),
-                 (".png", _encode(image, format="PNG"))],
-        "mat": [(".mat", _mat_bytes({"S": s, "names": names})),
-                (".mat", _mat_bytes({"S": s.astype(np.uint8)}, do_compression=True)),
-                (".mat", _mat_bytes({"S": s.astype(np.int16)}, format="4"))],
-        "hdf5": [(".h5", _h5_bytes(np.stack([image, image2]), np.stack([label, pairs[1][1]]),
-                                   ["coast_a1", "forest_b2"], workdir)),
-                 (".h5", _h5_bytes(*small, ["coast_a1", "forest_b2", "street_c3"], workdir))],
-    }
+from .fuzz_inputs import make_root, mutate, seed_inputs
 
 
 # --- what each reader must return ------------------------------------------------------
@@ -260,22 +165,6 @@ def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, han
 
 # --- prepare: the output is complete or absent -------------------------------------------
 
-def make_root(workdir, count=3):
-    """A released-layout root of ``count`` real sample images and label maps: (root, names)."""
-    root = pathlib.Path(workdir) / "siftflow"
-    for sub in (siftflow.IMAGE_SUBDIR, siftflow.LABEL_SUBDIR):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    with h5data.H5Dataset(SAMPLE) as data:
-        names = data.names[:count]
-        for i, name in enumerate(names):
-            siftflow.image_path(root, name).write_bytes(
-                _encode(data.image(i), format="JPEG", quality=90))
-            s = np.where(data.label(i) == 255, 0, data.label(i).astype(np.float64) + 1)
-            siftflow.label_path(root, name).write_bytes(_mat_bytes({"S": s}))
-    (root / "trainval.txt").write_text("".join(f"{n}\n" for n in names))
-    return root, names
-
-
 def _prepare_outcome(status, err, out, bad_file):
     leftover = sorted(p.name for p in out.parent.iterdir()) if out.parent.exists() else []
     if status == 0:
@@ -294,7 +183,6 @@ def _prepare_outcome(status, err, out, bad_file):
 
 def fuzz_prepare(workdir, trials, seed=0):
     """Mutates one file of a small root per trial and runs `fcn-tf1 prepare` in-process."""
-    import contextlib
     from fcn_tf1 import cli
     rng = random.Random(f"{seed}-prepare")
     root, names = make_root(workdir)

@@ -1,4 +1,4 @@
-"""The fault-injection harness shared by bench/faults.py and tests/test_faults.py.
+"""Trainer processes, checkpoint checks and injected faults, for tests/test_faults.py and faults.py.
 
     Trainer(train_dir, *options)     run_train.py in a subprocess, its output read as it comes
     check_checkpoints(train_dir)     loads every listed checkpoint, every tensor; latest step
@@ -7,6 +7,8 @@
     weights_blow_up_after(k)         in-process: a kernel turns NaN after step k, loss finite
     tmpfs(path, size, read_only)     a small or read-only disk (MountNotPermitted if refused)
     limit_file_size(n)               preexec_fn: RLIMIT_FSIZE, writes past n bytes fail (EFBIG)
+    tiny_config(data, **changes)     the RunConfig of the tiny in-process trainer
+    poison_label(source, target, k)  an HDF5 copy with an out-of-range label in batch k
 
 Every trainer is the real ``run_train.py`` with a tiny model (width 4, crop 64,
 batch 2) on the embedded sample ``data/siftflow_sample.h5``.
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 RUN_TRAIN = REPO_ROOT / "run_train.py"
 TINY = ["--width", "4", "--crop-size", "64", "--batch-size", "2", "--log-every-steps", "1",
         "--num-prediction-pngs", "1", "--summary-every-steps", "5",
@@ -178,7 +180,7 @@ def checkpoint_files(train_dir):
     return sorted(p.name for p in pathlib.Path(train_dir).glob("model.ckpt-*.index"))
 
 
-# --- 3. divergence ---------------------------------------------------------------------
+# --- divergence --------------------------------------------------------------------------
 
 class poisoned_batches:
     """In-process: batch ``at_batch`` of every BatchStream has images full of ``value``."""
@@ -243,7 +245,7 @@ def tiny_config(data=None, **changes):
     return config_lib.RunConfig(**values)
 
 
-# --- 4. disk trouble -------------------------------------------------------------------
+# --- disk trouble ------------------------------------------------------------------------
 
 class MountNotPermitted(Exception):
     """mount(8) is missing or refused here (not root, no CAP_SYS_ADMIN, a locked container)."""

@@ -1,0 +1,1 @@
+"""The test suite; tests/support/ holds the fault and fuzz harness it imports."""
