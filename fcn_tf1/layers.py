@@ -240,11 +240,6 @@ def upsample_with_kernel(x, kernel, factor, out_channels):
                                   padding=[[0, 0], [crop, crop], [crop, crop], [0, 0]])
 
 
-# The old private name, still called by tests/test_model.py; remove once it calls
-# upsample_with_kernel.
-_transpose_conv_upsample = upsample_with_kernel
-
-
 def upsample_learnable(x, factor, name):
     """Learnable ``factor`` x upsampling initialised to bilinear interpolation (FCN's upscore2).
 
