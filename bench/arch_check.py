@@ -3,7 +3,7 @@
     ours_reference(spec)                 our graph with random weights: counts, logits, weights
     check_peer(framework, reference)     one peer ('keras' / 'torch') against it -> dict
     check_architectures(spec, frameworks)  all of them; raises ArchitectureMismatch
-    python bench/arch_check.py [--backbone B] [--variant V] [--size S] [--batch N]
+    python -m bench.arch_check [--backbone B] [--variant V] [--size S] [--batch N]
                                [--frameworks keras,torch]     prints the report as JSON
 
 How: our inference graph is built for ``spec`` and every variable, score
@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-import fcn_spec
+from . import fcn_spec
 
 LOGIT_TOLERANCE = 1e-3  # of max |logit|: float32, different convolution algorithms
 LOSS_TOLERANCE = 1e-5  # relative
@@ -55,7 +55,7 @@ def ours_reference(spec, seed=0):
     """
     import tensorflow as tf
     from fcn_tf1 import losses, model
-    from ours_graph import weights_by_layer
+    from .ours_graph import weights_by_layer
     tf1 = tf.compat.v1
     rng = np.random.default_rng(seed)
     shape = (spec.batch_size, spec.image_size, spec.image_size)
@@ -90,7 +90,7 @@ def ours_reference(spec, seed=0):
 
 def _keras_outputs(reference):
     import keras
-    import peers_keras
+    from . import peers_keras
     spec = reference["spec"]
     net = peers_keras.build_model(fcn_spec.layer_plan(spec), spec.image_size, spec.weight_decay)
     peers_keras.load_weights(net, reference["weights"])
@@ -104,7 +104,7 @@ def _keras_outputs(reference):
 
 def _torch_outputs(reference):
     import torch
-    import peers_torch
+    from . import peers_torch
     spec = reference["spec"]
     net = peers_torch.build_model(fcn_spec.layer_plan(spec))
     peers_torch.load_weights(net, reference["weights"])

@@ -31,7 +31,7 @@ preparing the next batches while the step runs).
 import itertools
 import time
 
-import fcn_spec
+from . import fcn_spec
 
 PREFETCH = 2
 
@@ -117,13 +117,13 @@ class EvalCase:
 
 def _trainer(framework, kind_params, spec, threads, inter_threads):
     if framework == "ours":
-        from ours_graph import GraphTrainer
+        from .ours_graph import GraphTrainer
         return GraphTrainer(spec, kind_params["data"], threads, inter_threads)
     if framework == "keras":
-        from peers_keras import KerasTrainer
+        from .peers_keras import KerasTrainer
         return KerasTrainer(spec, kind_params.get("xla", False))
     try:
-        from peers_torch import TorchTrainer
+        from .peers_torch import TorchTrainer
     except ImportError:
         raise Skip(TORCH_MISSING) from None
     return TorchTrainer(spec, kind_params.get("channels_last", True))
@@ -157,10 +157,10 @@ def make_case(framework, kind, params, threads, inter_threads):
     if framework != "ours":
         raise ValueError(f"{framework}: only 'train' cases, not {kind!r}")
     if kind == "eval":
-        from ours_graph import GraphEvaluator
+        from .ours_graph import GraphEvaluator
         spec = fcn_spec.BenchSpec.from_dict(params["spec"])
         return EvalCase(GraphEvaluator(spec, params["data"], threads, inter_threads))
-    from ours_analysis import LossOp, PeakKernel
+    from .ours_analysis import LossOp, PeakKernel
     if kind == "loss_op":
         return LossOp(params["variant"], threads, inter_threads, shape=tuple(params["shape"]))
     if kind == "peak":
@@ -175,7 +175,7 @@ def analyze(case, threads, inter_threads, top=12):
         dict: ``flops`` (ours_analysis.step_flops) and ``top_ops``
         (ours_analysis.top_ops of the case's own, timed session).
     """
-    from ours_analysis import step_flops, top_ops
+    from .ours_analysis import step_flops, top_ops
     images, labels = case.first_batch()
     trainer = case.trainer
     return {"top_ops": top_ops(trainer, images, labels, top=top),

@@ -20,12 +20,11 @@ import os
 import pathlib
 import statistics
 import subprocess
-import sys
 import time
 
 from fcn_tf1.errors import FcnError
 
-WORKER = pathlib.Path(__file__).resolve().parent / "bench_worker.py"
+from .children import child_env, module_command
 
 Case = collections.namedtuple("Case", ["name", "framework", "kind", "params", "units", "warmup"])
 Case.__doc__ = """One timed block: ``units`` steps/batches/runs of ``kind`` in ``framework``'s worker."""
@@ -41,12 +40,12 @@ class WorkerProcess:
     def __init__(self, framework, threads, inter_threads, log_dir):
         self.framework = framework
         self.log_path = pathlib.Path(log_dir) / f"{framework}.log"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                   KERAS_BACKEND="tensorflow", PYTHONUNBUFFERED="1")
+        env = child_env(TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                        KERAS_BACKEND="tensorflow", PYTHONUNBUFFERED="1")
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), "--framework", framework, "--threads",
-                 str(threads), "--inter-threads", str(inter_threads)],
+                module_command("bench_worker", "--framework", framework, "--threads", threads,
+                               "--inter-threads", inter_threads),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
 
     def send(self, request):

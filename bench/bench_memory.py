@@ -2,9 +2,9 @@
 
     subset_h5(source, target, count)        a prepared HDF5 file of ``count`` images of ``source``
     start_child(argv, log_path)             a child process, output to a log file
-    peak_rss_mb(proc, log_path)             waits for it; its own ru_maxrss (os.wait4), in MiB
+    peak_rss_mb(proc, log_path, mode)       waits for it; its own ru_maxrss (os.wait4), in MiB
     measure(spec, source, sizes, ...)       train and eval children on files of each size
-    python bench/bench_memory.py train|eval --data FILE --spec JSON --steps N
+    python -m bench.bench_memory train|eval --data FILE --spec JSON --steps N
                                  --threads N --inter-threads N        (the child)
 
 The training child is fcn_tf1.train.train itself (the real loop: BatchStream
@@ -29,7 +29,7 @@ import h5py
 
 from fcn_tf1.errors import FcnError
 
-HERE = pathlib.Path(__file__).resolve().parent
+from .children import child_env, module_command
 
 
 def subset_h5(source, target, count):
@@ -57,11 +57,11 @@ def subset_h5(source, target, count):
 def start_child(argv, log_path):
     """Starts ``argv`` with its output in ``log_path``; returns the Popen."""
     with open(log_path, "w") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
 
-def peak_rss_mb(proc, log_path):
-    """Waits for the child ``proc``; returns its peak resident set size in MiB.
+def peak_rss_mb(proc, log_path, mode):
+    """Waits for the ``mode`` child ``proc``; returns its peak resident set size in MiB.
 
     ``os.wait4`` gives the resource usage of exactly this child (RUSAGE_CHILDREN
     would be the maximum over every child waited for so far), so children may
@@ -71,15 +71,15 @@ def peak_rss_mb(proc, log_path):
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = pathlib.Path(log_path).read_text(errors="replace").strip().splitlines()[-3:]
-        raise FcnError(f"the {proc.args[2]} memory child failed (exit {proc.returncode}): "
+        raise FcnError(f"the {mode} memory child failed (exit {proc.returncode}): "
                        + " | ".join(tail))
     return usage.ru_maxrss / 1024.0  # Linux: kilobytes
 
 
 def _child_argv(mode, data, spec, steps, threads, inter_threads):
-    return [sys.executable, str(HERE / "bench_memory.py"), mode, "--data", str(data),
-            "--spec", json.dumps(spec.to_dict()), "--steps", str(steps),
-            "--threads", str(threads), "--inter-threads", str(inter_threads)]
+    return module_command("bench_memory", mode, "--data", data, "--spec",
+                          json.dumps(spec.to_dict()), "--steps", steps, "--threads", threads,
+                          "--inter-threads", inter_threads)
 
 
 def measure(spec, source, sizes, train_steps, eval_batches, threads, inter_threads, workdir,
@@ -101,7 +101,7 @@ def measure(spec, source, sizes, train_steps, eval_batches, threads, inter_threa
             children[mode] = (start_child(argv, log_path), log_path)
         try:
             for mode, (proc, log_path) in children.items():
-                result[mode][size] = peak_rss_mb(proc, log_path)
+                result[mode][size] = peak_rss_mb(proc, log_path, mode)
                 log(f"  {mode} on {size} images: peak RSS {result[mode][size]:.0f} MiB")
         finally:
             for proc, _ in children.values():
@@ -124,8 +124,8 @@ def _child(argv=None):
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--inter-threads", type=int, required=True)
     args = parser.parse_args(argv)
-    import fcn_spec
-    from ours_graph import GraphEvaluator, session_config
+    from . import fcn_spec
+    from .ours_graph import GraphEvaluator, session_config
     spec = fcn_spec.BenchSpec.from_dict(json.loads(args.spec))
     if args.mode == "eval":
         GraphEvaluator(spec, args.data, args.threads, args.inter_threads).run(args.steps)

@@ -53,7 +53,7 @@ def _flops(summaries, analysis):
 
 
 def build_report(summaries, skipped, analysis, memory, context):
-    """The report dict: the issue's keys first, then details.
+    """The report dict: the headline figures first, then details.
 
     Args:
         summaries: {case name: bench_interleave.summarize(...)}.

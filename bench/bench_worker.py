@@ -1,6 +1,6 @@
 """One framework's worker process: hosts its timed cases, runs them when the coordinator asks.
 
-    python bench/bench_worker.py --framework ours|keras|torch --threads N --inter-threads N
+    python -m bench.bench_worker --framework ours|keras|torch --threads N --inter-threads N
 
 Each framework runs in its own process, so TensorFlow's and PyTorch's thread
 pools never coexist (both would size themselves to the cores) and the thread
@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-import bench_cases
+from . import bench_cases
 
 
 class Worker:

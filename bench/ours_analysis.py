@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1 import losses
-from ours_graph import session_config
+from .ours_graph import session_config
 
 tf1 = tf.compat.v1
 CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
@@ -94,7 +94,7 @@ def step_flops(spec, data, images, labels, threads, inter_threads):
         dict: ``total`` (int), ``conv`` (Conv2D* ops only), ``by_type``
         {op type: float_ops}, ``unit`` 'FLOP (multiply-add = 2)'.
     """
-    from ours_graph import GraphTrainer
+    from .ours_graph import GraphTrainer
     tf1.disable_control_flow_v2()
     try:
         trainer = GraphTrainer(spec, data, threads, inter_threads, fuse_ops=False)

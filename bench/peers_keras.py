@@ -20,7 +20,7 @@ Requires the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
 import numpy as np
 
-import fcn_spec
+from . import fcn_spec
 
 
 def _keras():

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import fcn_spec
 from fcn_tf1 import layers as our_layers
+
+from . import fcn_spec
 
 
 class ConvBlock(nn.Module):

@@ -1,7 +1,8 @@
 """``fcn-tf1 bench``: our graph path against Keras 3 and PyTorch, the hardware limit, memory.
 
     run(options, log=print) -> report dict        options: the parsed ``fcn-tf1 bench`` arguments
-    python bench/run_bench.py [--quick] [--json OUT] ...   same as ``fcn-tf1 bench ...``
+    select_mode(options) -> Mode                  full, --quick or --smoke
+    python -m bench [--quick|--smoke] [--json OUT] ...   same as ``fcn-tf1 bench ...``
 
 Steps (BENCHMARKS.md explains the method):
 
@@ -28,13 +29,14 @@ import os
 import pathlib
 import platform
 import subprocess
-import sys
 import tempfile
 
 from fcn_tf1.errors import DataError, FcnError
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
+from . import bench_interleave as interleave
+from . import bench_memory, bench_report, fcn_spec
+from .children import REPO_ROOT, child_env, module_command
+
 PREPARED = REPO_ROOT / "data" / "prepared" / "siftflow_trainval.h5"
 SAMPLE = REPO_ROOT / "data" / "siftflow_sample.h5"
 STREAM_JITTER = (0.6, 1.25)  # flip + scale jitter: the heaviest augmentation of the presets
@@ -74,6 +76,11 @@ MODES = {
 }
 
 
+def select_mode(options):
+    """The Mode of ``options`` (the parsed ``fcn-tf1 bench`` arguments): smoke, quick or full."""
+    return MODES["smoke" if options.smoke else "quick" if options.quick else "full"]
+
+
 def _data(options):
     if options.data is not None:
         return pathlib.Path(options.data)
@@ -81,8 +88,7 @@ def _data(options):
 
 
 def _train_case(name, framework, spec, data, mode, **extra):
-    from bench_interleave import Case
-    return Case(name, framework, "train", dict(spec=spec.to_dict(), data=str(data), **extra),
+    return interleave.Case(name, framework, "train", dict(spec=spec.to_dict(), data=str(data), **extra),
                 mode.train_steps, mode.warmup)
 
 
@@ -99,7 +105,7 @@ def _peer_cases(suffix, spec, data, mode):
 
 def build_cases(mode, data, default_spec, vgg16_spec):
     """Every timed case of a run, in their first-round order."""
-    from bench_interleave import Case
+    Case = interleave.Case
     cases = _peer_cases("", default_spec, data, mode)
     cases += [
         _train_case("ours_stream", "ours", default_spec, data, mode, feed="stream",
@@ -124,12 +130,12 @@ def start_architecture_checks(specs, frameworks):
     the workers set up: nothing is timed then)."""
     started = []
     for spec in specs:
-        argv = [sys.executable, str(HERE / "arch_check.py"), "--backbone", spec.backbone,
-                "--variant", spec.variant, "--width", str(spec.width), "--size", "64",
-                "--batch", "1", "--frameworks", ",".join(frameworks)]
+        argv = module_command("arch_check", "--backbone", spec.backbone, "--variant",
+                              spec.variant, "--width", spec.width, "--size", 64, "--batch", 1,
+                              "--frameworks", ",".join(frameworks))
         started.append((spec, subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))))
+            env=child_env(TF_CPP_MIN_LOG_LEVEL="2"))))
     return started
 
 
@@ -165,7 +171,6 @@ def _versions():
 def _timed_part(cases, frameworks, options, mode, work, gate, log):
     """Workers up, cases set up, ``gate()`` (raises to stop before any timing), interleaved
     rounds, the analysis of ours; workers down. Returns (summaries, skipped, analysis, gate())."""
-    import bench_interleave as interleave
     workers = interleave.start_workers(frameworks, options.threads, options.inter_threads, work)
     try:
         log(f"setting up {len(cases)} cases in {len(workers)} worker processes")
@@ -188,10 +193,7 @@ def _timed_part(cases, frameworks, options, mode, work, gate, log):
 
 def run(options, log=print):
     """Runs the benchmark described by ``options`` (see fcn_tf1.cli's bench options)."""
-    import bench_memory
-    import bench_report
-    import fcn_spec
-    mode = MODES["smoke" if options.smoke else "quick" if options.quick else "full"]
+    mode = select_mode(options)
     data = _data(options)
     if not data.is_file():
         raise DataError(f"{data}: no such HDF5 file (give --data FILE.h5)")
@@ -239,8 +241,3 @@ def run(options, log=print):
     if mode.name == "smoke":
         log("(--smoke: tiny sizes; these figures mean nothing)")
     return report
-
-
-if __name__ == "__main__":
-    from fcn_tf1 import cli
-    sys.exit(cli.main(["bench"] + sys.argv[1:]))

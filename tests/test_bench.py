@@ -1,6 +1,6 @@
 """The benchmark's own correctness, fast: its peers are our network, its FLOPs and report add up.
 
-The benchmark itself (``fcn-tf1 bench``, bench/run_bench.py) is not run here:
+The benchmark itself (``python -m bench`` or ``fcn-tf1 bench``) is not run here:
 it times things, BENCHMARKS.md says how. These tests check what its figures
 rest on, on 64 x 64 inputs: the Keras 3 and PyTorch peers have exactly our
 parameters, output shape, logits, weight decay and loss; the profiler's
@@ -8,23 +8,24 @@ convolution FLOPs equal the analytic count; the report's figures follow from
 the timed cases; the HDF5 subsets for the memory figures are valid files.
 """
 import importlib.util
+import json
+import os
 import pathlib
+import re
+import subprocess
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
+import bench
+from bench import arch_check, bench_interleave, bench_memory, bench_report, fcn_spec, run_bench
 from fcn_tf1 import cli
+from fcn_tf1.errors import DataError
 from fcn_tf1.h5data import H5Dataset
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
-import arch_check  # noqa: E402  (bench/arch_check.py)
-import bench_interleave  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_report  # noqa: E402
-import fcn_spec  # noqa: E402
-
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = fcn_spec.make_spec("tiny", 2, 64)  # the default model (RunConfig()), 64 x 64
 
 
@@ -68,33 +69,29 @@ def test_a_different_network_is_caught(reference):
     assert any("logits differ" in p for p in problems)
 
 
+# Run from the repository root (``python -c`` imports from the working directory).
 _PROFILE_STEP = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[2])
+from bench import fcn_spec
+from bench.ours_analysis import step_flops
 from fcn_tf1 import compare
-from ours_analysis import step_flops
-from test_bench import TINY
-spec = TINY.replace(batch_size=1)
-images, labels, _ = compare.read_void_batch(sys.argv[3], 1)
-print(json.dumps(step_flops(spec, sys.argv[3], images[:, :64, :64], labels[:, :64, :64], 1, 1)))
+spec = fcn_spec.make_spec("tiny", 1, 64)
+images, labels, _ = compare.read_void_batch(sys.argv[1], 1)
+print(json.dumps(step_flops(spec, sys.argv[1], images[:, :64, :64], labels[:, :64, :64], 1, 1)))
 """
 
 
+@pytest.mark.integration
 def test_profiler_flops_equal_the_analytic_count(default_data):
     # In a fresh process without oneDNN's graph rewrites (TF_ENABLE_ONEDNN_OPTS=0, read at
     # import): on AVX-512 hosts they fuse ops and the profiler then misses ~0.2 % of the
-    # conv FLOPs (measured on the stop-18 host: 246373248 against 246846336).
-    import json
-    import os
-    import subprocess
-    here = pathlib.Path(__file__).resolve().parent
+    # conv FLOPs (measured on an AVX-512 host: 246373248 against 246846336).
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
-    done = subprocess.run([sys.executable, "-c", _PROFILE_STEP, str(here.parent / "bench"),
-                           str(here), str(default_data)], env=env, capture_output=True,
-                          text=True, timeout=300, check=True)
+    done = subprocess.run([sys.executable, "-c", _PROFILE_STEP, str(default_data)], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
     flops = json.loads(done.stdout.strip().splitlines()[-1])
     spec = TINY.replace(batch_size=1)
+    assert spec == fcn_spec.make_spec("tiny", 1, 64)  # what the child profiled
     analytic = fcn_spec.training_conv_flops(fcn_spec.layer_plan(spec), 1, 64, 64)
     assert flops["conv"] == analytic["total"]
     assert flops["total"] >= flops["conv"]
@@ -144,17 +141,33 @@ def test_hdf5_subsets_are_valid_files(default_data, tmp_path):
         assert subset.names[57].endswith("#1")
 
 
-def test_bench_help(capsys):
+@pytest.mark.parametrize("argv, mode", [([], "full"), (["--quick"], "quick"),
+                                         (["--smoke"], "smoke")])
+def test_bench_options_select_the_mode(argv, mode):
+    """What ``fcn-tf1 bench`` parses is what the benchmark reads: the mode and its sizes."""
+    args = cli.build_parser().parse_args(["bench", *argv, "--threads", "3"])
+    chosen = run_bench.select_mode(args)
+    assert chosen.name == mode and args.threads == 3
+    assert chosen.vgg16 == (mode == "full") and (chosen.image_size == 64) == (mode == "smoke")
+
+
+def test_bench_quick_and_smoke_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["bench", "--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    for option in ("--quick", "--json", "--threads", "--inter-threads", "--data"):
-        assert option in out
+        cli.build_parser().parse_args(["bench", "--quick", "--smoke"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_bench_run_names_a_missing_data_file_before_starting_anything(tmp_path):
+    args = cli.build_parser().parse_args(["bench", "--smoke", "--data", str(tmp_path / "no.h5")])
+    args.inter_threads = args.threads
+    missing = re.escape(f"{tmp_path / 'no.h5'}: no such HDF5 file")
+    with pytest.raises(DataError, match=f"^{missing}"):
+        bench.run(args, log=lambda *a: pytest.fail("logged before the data check"))
 
 
 def test_bench_without_the_bench_directory(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cli, "BENCH_DIR", tmp_path / "bench")
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fcn-tf1: error: ") and "run_bench.py" in err[0]
+    assert len(err) == 1 and err[0].startswith(f"fcn-tf1: error: {tmp_path / 'bench'}"), err
