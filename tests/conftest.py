@@ -1,8 +1,13 @@
-"""Shared fixtures.
+"""Shared fixtures and the two test tiers.
 
 Tests that need the real SIFT Flow data read it from ``../shared/siftflow``
 (relative to the repository root, or $FCN_TF1_SIFTFLOW) and skip with a
 visible reason where it is absent; CI has it.
+
+Tiers (pytest.ini): a test is ``integration`` when it starts processes (a
+trainer, a cluster, the CLI, a fuzzing child); the rest is the unit tier.
+Test files of the harness mark themselves; the others are listed in
+INTEGRATION below. ``slow`` tests run only when ``-m`` names them.
 """
 import os
 import pathlib
@@ -30,3 +35,35 @@ def default_data():
     if not DEFAULT_DATA.is_file():
         pytest.fail(f"embedded default data missing: {DEFAULT_DATA}")
     return DEFAULT_DATA
+
+
+# Tests that start processes, by module and test name (every test of the module when the
+# name is None). Each starts a real child: run_train.py or `python -c` (test_train,
+# test_seed_answer, test_bench), tf.distribute servers and launched tasks (test_distributed).
+INTEGRATION = {
+    "test_seed_answer.py": None,  # examples/seed_answer.py as a user runs it
+    "test_train.py": {"test_run_train_smoke", "test_nan_loss_stops_and_keeps_last_good_checkpoint",
+                      "test_sigterm_saves_and_exits_cleanly",
+                      "test_second_trainer_is_refused_and_stale_lock_is_taken"},
+    "test_distributed.py": {"test_launcher_stops_every_task_in_order",
+                            "test_launcher_is_stopped_by_sigterm",
+                            "test_one_ps_two_workers_on_localhost"},
+}
+
+
+def _is_integration(item):
+    names = INTEGRATION.get(item.path.name, ())
+    return names is None or item.originalname in names
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m filters on the marks added here
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _is_integration(item):
+            item.add_marker(pytest.mark.integration)
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
