@@ -161,7 +161,7 @@ def test_fixed_upsampling_equals_the_frozen_diagonal_transposed_convolution():
     with seeded_graph():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 6])
         kernel = tf.constant(layers.bilinear_kernel(8, 6))
-        deconv = layers._transpose_conv_upsample(x, kernel, 8, 6)
+        deconv = layers.upsample_with_kernel(x, kernel, 8, 6)
         fixed = layers.upsample_fixed(x, 8, "fixed")
         cropped = layers.upsample_fixed(x, 8, "cropped", size=(27, 33))
         grads = [tf.gradients(tf.reduce_sum(y * y), x)[0] for y in (deconv, fixed)]
@@ -307,15 +307,20 @@ def write_legacy_vgg16(path, keras_model, weight_style="released"):
     ``block1_conv1/block1_conv1/kernel:0`` nesting. Layers without weights (input,
     pools, flatten) have an empty ``weight_names``, as Keras writes them.
     """
-    import h5py
     names = ["input_1"] + [layer.name for layer in keras_model.layers[1:]]
+    write_legacy_layers(path, [(name, layer.get_weights())
+                               for name, layer in zip(names, keras_model.layers)], weight_style)
+
+
+def write_legacy_layers(path, layers, weight_style="released"):
+    """The legacy Keras HDF5 layout of ``layers``: [(layer name, [kernel, bias] or [])]."""
+    import h5py
     with h5py.File(path, "w") as h5file:
-        h5file.attrs["layer_names"] = np.array([n.encode("utf8") for n in names])
+        h5file.attrs["layer_names"] = np.array([name.encode("utf8") for name, _ in layers])
         h5file.attrs["backend"] = b"tensorflow"
         h5file.attrs["keras_version"] = b"2.0.8"
-        for name, layer in zip(names, keras_model.layers):
+        for name, values in layers:
             group = h5file.create_group(name)
-            values = layer.get_weights()
             if weight_style == "released":
                 weight_names = [f"{name}_W_1:0", f"{name}_b_1:0"][:len(values)]
             else:
@@ -385,17 +390,41 @@ def test_vgg16_loader_reproduces_keras_activations(keras_vgg16):
         np.testing.assert_allclose(ours, keras_value, atol=1e-4 * np.abs(keras_value).max())
 
 
-def test_dense_kernel_reshape_matches_flatten_order():
-    """fc1 -> fc6: Keras' Flatten + Dense equals a VALID conv with the reshaped kernel."""
+def test_loader_turns_keras_dense_layers_into_our_fc_convolutions(tmp_path):
+    """fc1 -> fc6, fc2 -> fc7: vgg16_weights reshapes Keras' Flatten + Dense kernels so that
+    VALID convolutions with the loaded variables give Keras' outputs. On a small stand-in
+    (pool5 of 2 x 3 x 4, 5 units) with VGG16's layer names; the conv layers are 1 x 1 x 1."""
     keras = pytest.importorskip("keras")
+    from fcn_tf1 import vgg16_weights
     keras.utils.set_random_seed(1)
-    net = keras.Sequential([keras.Input((2, 3, 4)), keras.layers.Flatten(), keras.layers.Dense(5)])
-    kernel, bias = net.layers[-1].get_weights()
+    net = keras.Sequential([keras.Input((2, 3, 4)), keras.layers.Flatten(),
+                            keras.layers.Dense(5, name="fc1"), keras.layers.Dense(5, name="fc2")])
     x = random_images((3, 2, 3, 4))
     expected = np.asarray(net(x))
-    with seeded_graph(), tf.compat.v1.Session() as session:
-        conv = tf.nn.conv2d(x, kernel.reshape(2, 3, 4, 5), strides=1, padding="VALID") + bias
-        np.testing.assert_allclose(session.run(conv)[:, 0, 0], expected, rtol=1e-5, atol=1e-5)
+    rng = np.random.RandomState(2)
+    convs = [(name, [rng.randn(1, 1, 1, 1).astype(np.float32), np.zeros(1, np.float32)])
+             for name in vgg16_weights.CONV_LAYERS]
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    write_legacy_layers(path, convs + [(layer.name, layer.get_weights())
+                                       for layer in net.layers if layer.get_weights()])
+    shapes = {"fc6": ([2, 3, 4, 5], [5]), "fc7": ([1, 1, 5, 5], [5])}
+    with seeded_graph():
+        variables = {}
+        for scope in vgg16_weights.KERAS_TO_FCN.values():
+            kernel_shape, bias_shape = shapes.get(scope, ([1, 1, 1, 1], [1]))
+            with tf.compat.v1.variable_scope(f"fcn/{scope}"):
+                variables[scope] = (tf.compat.v1.get_variable("weights", kernel_shape),
+                                    tf.compat.v1.get_variable("biases", bias_shape))
+        fc6 = tf.nn.conv2d(x, variables["fc6"][0], 1, "VALID") + variables["fc6"][1]
+        fc7 = tf.nn.conv2d(fc6, variables["fc7"][0], 1, "VALID") + variables["fc7"][1]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            loaded = vgg16_weights.load_vgg16_weights(session, path)
+            got = session.run(fc7)
+            conv1_1 = session.run(variables["conv1_1"][0])
+    assert len(loaded) == 30 and "fcn/fc6/weights" in loaded and "fcn/fc7/biases" in loaded
+    np.testing.assert_array_equal(conv1_1, convs[0][1][0])
+    np.testing.assert_allclose(got[:, 0, 0], expected, rtol=1e-5, atol=1e-5)
 
 
 def write_fake_vgg16(path, bad_layer=None, missing_layer=None):
