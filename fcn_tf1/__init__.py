@@ -1,10 +1,26 @@
 """fcn_tf1: per-pixel scene labeling (SIFT Flow, 33 classes) in TF1-style graph code.
 
+The public API, for notebooks and scripts (imported on first use, so
+``import fcn_tf1`` alone does not load TensorFlow)::
+
+    import fcn_tf1
+    logits = fcn_tf1.inference(images, num_classes=33)     # graph mode: [B, H, W, 33]
+    loss = fcn_tf1.loss(logits, labels)                      # per pixel, void masked
+    config = fcn_tf1.RunConfig(data="data/siftflow_sample.h5", max_steps=100)
+    result = fcn_tf1.train_run(config, pathlib.Path("runs/nb"))   # the Session loop
+    metrics = fcn_tf1.evaluate_run("runs/nb")          # its validation images, FCN metrics
+    fcn_tf1.predict_images("runs/nb", "out", ["photo.jpg"])     # class-map PNGs
+    fcn_tf1.export_saved_model("runs/nb", "saved_model")        # for TF2 serving
+    net = fcn_tf1.EagerFCN.from_run("runs/nb")         # the same forward pass, eager TF2
+
+(``train_run`` rather than ``train``: ``fcn_tf1.train`` is the module.)
+
 Data flows one stage per module::
 
     files -> HDF5 -> batches -> inference -> loss -> training -> eval / predict / export
 
     siftflow.py       dataset descriptor, the label contract, reading the released layout
+    decoders.py       safe decoding of image and MATLAB .mat files (one DataError line)
     h5data.py         prepare (files -> HDF5, atomic, parallel) and validated reading
     batches.py        deterministic, resumable, augmented batches; evaluation batches
     layers.py         conv / batch norm / dropout / bilinear upsampling from get_variable + tf.nn
@@ -14,16 +30,20 @@ Data flows one stage per module::
                       void masking, class weights; predictions(), probabilities()
     compare.py        the reference comparison of the two loss variants
     config.py         the run config (dataclass <-> config.json), validated on load
-    graph.py          placeholders -> inference -> loss -> optimizer, from a RunConfig
-    train.py          the tf.compat.v1.Session loop: Saver, resume, summaries
-    train_args.py     the training command-line options -> RunConfig
+    presets.py        named training recipes; train_args.py: command line -> RunConfig
+    paths.py          where the embedded sample and prepared data files live
+    graph.py          the one graph builder: inference, and training on 1..N towers
+    run_setup.py      a run before its first step: resume, data split, class statistics
+    steps.py          one training step (shared by every trainer): errors, NaN, progress line
+    checkpoints.py    the one way to find, restore and periodically save checkpoints
+    train.py          the single-process tf.compat.v1.Session loop around steps.py
+    validation.py     validation passes in training: score, report, write metrics/PNGs
+    run_clock.py      training minutes across restarts (--max-minutes), progress.json
+    learning_curve.py the learning-curve PNG
     rundir.py         train-dir checks, the single-trainer lock, atomic JSON
     signals.py        SIGINT/SIGTERM as a flag checked at safe points
-    towers.py         in-graph replication over a machine's devices (averaged gradients)
-    cluster.py        cluster spec from TF_CONFIG or --cluster/--job-name/--task-index
-    distributed.py    between-graph replicated training on TF's gRPC runtime (ps/worker)
-    cluster_local.py  `fcn-tf1 cluster-local`: start, stream and stop a localhost cluster
-    trained.py        reopen a trained run (config.json + checkpoint) for eval/predict/export
+    parallel/         towers on one machine's devices, TF's gRPC cluster, cluster-local
+    load_run.py       reopen a run (config.json + checkpoint) for eval/predict/export
     evaluate.py       evaluation passes; metrics.py: confusion matrix and the FCN metrics
     predict.py        class-map and overlay PNGs; export.py: SavedModel for TF2 serving
     eager.py          the same forward pass in eager TF2, reading a graph checkpoint
@@ -34,5 +54,31 @@ TensorFlow is used only through ``tf.compat.v1`` graph mode: every graph is
 built inside an explicit ``tf.Graph().as_default()`` block and run in a
 ``tf.compat.v1.Session``.
 """
+import importlib
 
 __version__ = "0.1.0"
+
+# name -> (module, attribute): the public API, loaded when first used
+_PUBLIC = {
+    "inference": ("fcn_tf1.model", "inference"),
+    "loss": ("fcn_tf1.losses", "loss"),
+    "predictions": ("fcn_tf1.losses", "predictions"),
+    "RunConfig": ("fcn_tf1.config", "RunConfig"),
+    "train_run": ("fcn_tf1.train", "train"),
+    "evaluate_run": ("fcn_tf1.evaluate", "run_eval"),
+    "predict_images": ("fcn_tf1.predict", "predict"),
+    "export_saved_model": ("fcn_tf1.export", "export"),
+    "EagerFCN": ("fcn_tf1.eager", "EagerFCN"),
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'fcn_tf1' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))

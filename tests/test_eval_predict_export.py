@@ -253,3 +253,54 @@ def test_prior_correction_without_the_data_file_names_it(trained_run, tmp_path, 
     assert cli.main(["eval", "--train-dir", str(moved), "--prior-correction", "1"]) == 2
     err = capsys.readouterr().err
     assert "--prior-correction: the run stores no class priors" in err and "gone.h5" in err
+
+
+def _copy_run(source, target):
+    import shutil
+    shutil.copytree(source, target)
+    return target
+
+
+def test_eval_predict_export_without_the_checkpoint_state_file(trained_run, default_data,
+                                                                tmp_path, capsys):
+    """The state file gone: eval, predict and export use the newest complete checkpoint,
+    as training does when it resumes (checkpoints.latest is the one finder)."""
+    run = _copy_run(trained_run, tmp_path / "run")
+    (run / "checkpoint").unlink()
+    assert checkpoints.latest(run) == str(run / "model.ckpt-6")
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--json",
+                     str(tmp_path / "a.json")]) == 0
+    assert cli.main(["eval", "--train-dir", str(run), "--json", str(tmp_path / "b.json")]) == 0
+    before = json.loads((tmp_path / "a.json").read_text())
+    after = json.loads((tmp_path / "b.json").read_text())
+    assert after["confusion_matrix"] == before["confusion_matrix"]
+    with h5data.H5Dataset(default_data) as data:
+        Image.fromarray(data.image(0)).save(tmp_path / "one.png")
+    assert cli.main(["predict", "--train-dir", str(run), "--out-dir", str(tmp_path / "pred"),
+                     str(tmp_path / "one.png")]) == 0
+    assert (tmp_path / "pred" / "one.png").is_file()
+    assert cli.main(["export", "--train-dir", str(run), "--out", str(tmp_path / "sm")]) == 0
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert "model.ckpt-6" in capsys.readouterr().out
+
+
+def test_a_corrupt_newest_checkpoint_is_one_line_in_every_command(trained_run, default_data,
+                                                                   tmp_path, capsys):
+    run = _copy_run(trained_run, tmp_path / "run")
+    data_file = next(run.glob("model.ckpt-6.data-*"))
+    blob = bytearray(data_file.read_bytes())
+    blob[100:200] = bytes(100)
+    data_file.write_bytes(bytes(blob))
+    with h5data.H5Dataset(default_data) as data:
+        Image.fromarray(data.image(0)).save(tmp_path / "one.png")
+    capsys.readouterr()
+    for argv in (["eval", "--train-dir", str(run)],
+                 ["predict", "--train-dir", str(run), "--out-dir", str(tmp_path / "pred"),
+                  str(tmp_path / "one.png")],
+                 ["export", "--train-dir", str(run), "--out", str(tmp_path / "sm")]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, (argv, err)
+        assert err[0].startswith(f"fcn-tf1: error: {run / 'model.ckpt-6'}: unreadable "
+                                 "checkpoint"), (argv, err)
+    assert not (tmp_path / "sm").exists()  # a failed export leaves nothing under its name
