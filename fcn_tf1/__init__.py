@@ -6,7 +6,7 @@ The public API, for notebooks and scripts (imported on first use, so
     import fcn_tf1
     logits = fcn_tf1.inference(images, num_classes=33)     # graph mode: [B, H, W, 33]
     loss = fcn_tf1.loss(logits, labels)                      # per pixel, void masked
-    config = fcn_tf1.RunConfig(data="data/siftflow_sample.h5", max_steps=100)
+    config = fcn_tf1.RunConfig(max_steps=100)                # the embedded sample
     result = fcn_tf1.train_run(config, pathlib.Path("runs/nb"))   # the Session loop
     metrics = fcn_tf1.evaluate_run("runs/nb")          # its validation images, FCN metrics
     fcn_tf1.predict_images("runs/nb", "out", ["photo.jpg"])     # class-map PNGs

@@ -282,7 +282,7 @@ def _add_bench(subparsers):
                     "pipeline overhead, the two loss variants, evaluation speed, peak memory "
                     "and the top ops of one traced step. Every figure is a median of interleaved "
                     "rounds after warm-up; every framework gets the same thread counts. Needs "
-                    "the bench/ directory of a repository checkout (see BENCHMARKS.md).")
+                    "the bench/ directory of a repository checkout (see docs/BENCHMARKS.md).")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="5 rounds of one step, no vgg16, PyTorch channels_last only "

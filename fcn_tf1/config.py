@@ -16,6 +16,7 @@ import math
 import pathlib
 from typing import Optional, Tuple
 
+from fcn_tf1 import paths
 from fcn_tf1.errors import ConfigError
 from fcn_tf1.rundir import write_json
 
@@ -70,12 +71,12 @@ class RunConfig:
     Optimisation: ``optimizer``, ``learning_rate``, ``momentum``,
     ``lr_schedule`` (poly: lr*(1-step/max_steps)^poly_power; poly_time: the
     same over the time budget, lr*(1-minutes/max_minutes)^poly_power with the
-    training minutes of progress.Progress, so the decay ends with the budget
+    training minutes of run_clock.RunClock, so the decay ends with the budget
     whatever the machine's speed; max_steps is then only a cap, and the rates
     depend on the wall clock, so such a run is not exactly repeatable; step:
     lr*step_gamma^floor(step/step_size); constant), ``weight_decay``,
     ``max_steps``, ``max_minutes`` (a wall-clock budget for training, counted
-    across restarts by progress.Progress; 0 = none).
+    across restarts by run_clock.RunClock; 0 = none).
     Bookkeeping: checkpoint, summary, evaluation and logging intervals.
     """
     # model
@@ -95,7 +96,7 @@ class RunConfig:
     prior_correction: float = 0.0
     class_priors: Optional[Tuple[float, ...]] = None
     # data
-    data: str = "data/siftflow_sample.h5"
+    data: str = str(paths.DEFAULT_DATA)  # the embedded sample
     val_fraction: float = 0.1
     batch_size: int = 8
     crop_size: Optional[int] = 128

@@ -2,14 +2,14 @@
 
 A preset is a set of training options, applied where the command line does
 not give them (an option given explicitly wins). The SIFT Flow presets are
-tuned for the full trainval split on this project's 2-core CPU machine kind,
-whose hosts differ in speed by 4-5x (9-13 img/s on the earlier ones, 45-52 on
-the AMD EPYC / AVX-512 host of stop 18). So they train for a time, not a
-number of steps: the poly decay runs over the ``max_minutes`` budget
-(``lr_schedule`` poly_time) and ``max_steps`` is only a cap; on the slower
-hosts that measured the same as a 5000-step poly schedule (README, runs K and
-M), on the faster one it is 4x the steps (runs U, W). Their measured results
-are in the README.
+tuned for the full trainval split on a 2-vCPU cloud VM without GPU; such
+hosts differ in speed by up to 4-5x (9-13 img/s on older ones, 45-52 on an
+AMD EPYC with AVX-512). So they train for a time, not a number of steps: the
+poly decay runs over the ``max_minutes`` budget (``lr_schedule`` poly_time)
+and ``max_steps`` is only a cap; on the slower hosts that measured the same
+as a 5000-step poly schedule, on the faster one it is 4x the steps. Their
+measured results are in the README; every run behind them is in
+docs/EXPERIMENTS.md.
 """
 from fcn_tf1.errors import ConfigError
 
@@ -34,6 +34,7 @@ def _siftflow_cpu(learning_rate, class_weighting, loss_words="", **more):
 
 
 PRESETS = {
+    # Runs are named by their id in docs/EXPERIMENTS.md.
     # Adam 5e-4: run S (82.20 / 26.24 % pixel / mean IU) against J at 1e-3 (81.79 / 25.64);
     # the balanced preset keeps 1e-3, the rate of its measured run K. Repeat factor
     # sampling 0.1: run W 83.72 / 30.80 against U without it 83.03 / 29.87 (60 min each)
