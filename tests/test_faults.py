@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fcn_tf1 import cli, h5data, rundir, train
+from fcn_tf1 import checkpoints, cli, h5data, rundir, train
 from fcn_tf1.errors import FcnError
 from tests.support import fuzz_inputs, harness, scenarios
 from tests.support.harness import Trainer, check_checkpoints, tiny_config
@@ -221,7 +221,7 @@ def test_missing_or_garbled_checkpoint_state_resumes_from_newest_checkpoint(tmp_
                     f'model_checkpoint_path: "{tmp_path}/elsewhere/model.ckpt-4"\n'):
         state = run / "checkpoint"
         state.unlink() if garbage is None else state.write_text(garbage)
-        assert train.latest_checkpoint(run) == str(run / "model.ckpt-4"), garbage
+        assert checkpoints.latest(run) == str(run / "model.ckpt-4"), garbage
     lines = []
     result = train.train(tiny_config(max_steps=4), run, log=lines.append)
     assert result["step"] == 4 and result["losses"] == [], lines
@@ -243,7 +243,7 @@ def test_corrupt_latest_checkpoint_is_one_line(tmp_path, finished_run, capsys):
 def test_train_dir_moved_elsewhere_still_resumes(tmp_path, finished_run):
     moved = copy_run(finished_run, tmp_path / "moved")
     assert "/" not in (moved / "checkpoint").read_text()  # relative paths in the state file
-    assert train.latest_checkpoint(moved) == str(moved / "model.ckpt-4")
+    assert checkpoints.latest(moved) == str(moved / "model.ckpt-4")
 
 
 def test_prepare_removes_the_temporary_file_of_a_killed_prepare(tmp_path):
