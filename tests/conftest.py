@@ -5,7 +5,8 @@ Tests that need the real SIFT Flow data read it from ``../shared/siftflow``
 visible reason where it is absent; CI has it.
 
 Tiers (pytest.ini): a test is ``integration`` when it starts processes (a
-trainer, a cluster, the CLI, a fuzzing child); the rest is the unit tier.
+trainer, a cluster, the CLI, a fuzzing child) or runs whole training runs;
+the rest is the unit tier.
 Test files of the harness mark themselves; the others are listed in
 INTEGRATION below. ``slow`` tests run only when ``-m`` names them.
 """
@@ -37,17 +38,20 @@ def default_data():
     return DEFAULT_DATA
 
 
-# Tests that start processes, by module and test name (every test of the module when the
-# name is None). Each starts a real child: run_train.py or `python -c` (test_train,
-# test_seed_answer, test_bench), tf.distribute servers and launched tasks (test_distributed).
+# The integration tier, by module and test name (every test of the module when the name is
+# None): tests that start processes (run_train.py, `python -c` children, cluster tasks),
+# and tests that run the whole training loop for many steps or for a time budget
+# (train.train with checkpoints, resume, validation), the slowest in-process tests.
 INTEGRATION = {
     "test_seed_answer.py": None,  # examples/seed_answer.py as a user runs it
-    "test_train.py": {"test_run_train_smoke", "test_nan_loss_stops_and_keeps_last_good_checkpoint",
-                      "test_sigterm_saves_and_exits_cleanly",
-                      "test_second_trainer_is_refused_and_stale_lock_is_taken"},
+    "test_train.py": None,  # run_train.py in a subprocess, and whole runs: resume, seeds, NaN
     "test_distributed.py": {"test_launcher_stops_every_task_in_order",
                             "test_launcher_is_stopped_by_sigterm",
-                            "test_one_ps_two_workers_on_localhost"},
+                            "test_one_ps_two_workers_on_localhost",  # 1 ps + 2 worker processes
+                            "test_towers_train_and_eval"},  # a whole run with two towers
+    "test_progress.py": {"test_time_budget_stops_saves_validates_and_resumes",  # 1.2 s budget
+                         "test_poly_time_run_decays_to_the_end_of_its_budget"},  # 12 s budget
+    "test_eval_predict_export.py": {"test_a_run_resumed_with_prior_correction_keeps_it"},
 }
 
 
