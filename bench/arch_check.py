@@ -113,7 +113,7 @@ def _torch_outputs(reference):
         x = torch.from_numpy(reference["images"]).permute(0, 3, 1, 2)
         logits = net(x).permute(0, 2, 3, 1).numpy()
         decay = sum(float((p.double() ** 2).sum()) for n, p in net.named_parameters()
-                    if peers_torch._decayed(n)) * spec.weight_decay / 2
+                    if peers_torch.is_decayed(n)) * spec.weight_decay / 2
         loss = peers_torch.masked_loss(
             torch.from_numpy(reference["logits"]).permute(0, 3, 1, 2),
             torch.from_numpy(reference["labels"]), spec.void_label)

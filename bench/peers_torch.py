@@ -124,16 +124,17 @@ def masked_loss(logits, labels, void_label):
     return (weights * per_pixel).sum() / weights.sum().clamp_min(1.0)
 
 
-def _decayed(name):
+def is_decayed(name):
+    """True for the parameters weight decay covers: the conv kernels, as in our graph."""
     return name.startswith("blocks.") and name.endswith(".conv.weight")
 
 
 def make_optimizer(model, spec):
     """SGD with momentum, weight decay on the convolution kernels only, and its LR schedule."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if _decayed(n)],
+    groups = [{"params": [p for n, p in named if is_decayed(n)],
                "weight_decay": spec.weight_decay},
-              {"params": [p for n, p in named if not _decayed(n)], "weight_decay": 0.0}]
+              {"params": [p for n, p in named if not is_decayed(n)], "weight_decay": 0.0}]
     optimizer = torch.optim.SGD(groups, lr=spec.learning_rate, momentum=spec.momentum)
     power = spec.poly_power if spec.lr_schedule == "poly" else 0.0
     schedule = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=spec.decay_steps,
@@ -177,7 +178,7 @@ def parameter_groups(model):
 
 def decayed_parameters(model):
     """Scalars under weight decay."""
-    return sum(p.numel() for n, p in model.named_parameters() if _decayed(n))
+    return sum(p.numel() for n, p in model.named_parameters() if is_decayed(n))
 
 
 def load_weights(model, weights):
