@@ -52,6 +52,7 @@ INTEGRATION = {
     "test_progress.py": {"test_time_budget_stops_saves_validates_and_resumes",  # 1.2 s budget
                          "test_poly_time_run_decays_to_the_end_of_its_budget"},  # 12 s budget
     "test_eval_predict_export.py": {"test_a_run_resumed_with_prior_correction_keeps_it"},
+    "test_api.py": {"test_the_public_api_trains_evaluates_predicts_exports"},  # a whole run
 }
 
 
