@@ -5,7 +5,7 @@
     run(options, log=print) -> dict  the benchmark itself, on parsed ``fcn-tf1 bench`` options:
                                      quick, smoke, json, threads, inter_threads, data
 
-run_bench.py runs the steps (BENCHMARKS.md explains the method); children.py
+run_bench.py runs the steps (docs/BENCHMARKS.md explains the method); children.py
 says how the worker, architecture-check and memory children are started.
 Importing this package loads neither TensorFlow nor PyTorch: every child
 process imports it before setting its thread counts.

@@ -40,7 +40,7 @@ class Skip(Exception):
     """The case cannot run here (e.g. torch not installed); the message says why."""
 
 
-TORCH_MISSING = "torch is not installed (pip install -e '.[bench]'; see BENCHMARKS.md)"
+TORCH_MISSING = "torch is not installed (pip install -e '.[bench]'; see docs/BENCHMARKS.md)"
 
 
 def configure_threads(framework, threads, inter_threads):

@@ -4,7 +4,7 @@
     select_mode(options) -> Mode                  full, --quick or --smoke
     python -m bench [--quick|--smoke] [--json OUT] ...   same as ``fcn-tf1 bench ...``
 
-Steps (BENCHMARKS.md explains the method):
+Steps (docs/BENCHMARKS.md explains the method):
 
 0. the architecture check (arch_check.py, child processes running while the
    workers set up): the Keras and PyTorch peers must have our parameters,

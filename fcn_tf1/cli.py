@@ -300,19 +300,37 @@ def _add_bench(subparsers):
     p.set_defaults(func=_run_bench)
 
 
-def _run_bench(args):
-    from fcn_tf1.errors import ConfigError
-    if not (BENCH_DIR / "run_bench.py").is_file():
-        raise FcnError(f"{BENCH_DIR}: no run_bench.py; the benchmarks live in the bench/ "
+def _bench_package():
+    """The bench/ package of this checkout, imported as ``bench`` without editing sys.path.
+
+    ``python -m bench`` has imported it already; from anywhere else (``fcn-tf1 bench``)
+    it is loaded from BENCH_DIR, its submodules found there.
+    """
+    import importlib.util
+    loaded = sys.modules.get("bench")
+    if loaded is not None and pathlib.Path(loaded.__file__).resolve().parent == BENCH_DIR:
+        return loaded
+    init = BENCH_DIR / "__init__.py"
+    if not init.is_file():
+        raise FcnError(f"{BENCH_DIR}: no bench package; the benchmarks live in the bench/ "
                        "directory of a repository checkout, not in the installed package")
+    spec = importlib.util.spec_from_file_location(
+        "bench", init, submodule_search_locations=[str(BENCH_DIR)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def _run_bench(args):
+    from fcn_tf1 import rundir
+    from fcn_tf1.errors import ConfigError
+    bench = _bench_package()
     if args.threads < 1 or (args.inter_threads is not None and args.inter_threads < 1):
         raise ConfigError("--threads and --inter-threads must be at least 1")
-    args.inter_threads = args.inter_threads or args.threads
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    import run_bench
-    from fcn_tf1 import rundir
-    report = run_bench.run(args)
+    options = argparse.Namespace(**dict(vars(args),
+                                        inter_threads=args.inter_threads or args.threads))
+    report = bench.run(options)
     if args.json is not None:
         rundir.write_json(args.json, report)
         print(f"wrote {args.json}")

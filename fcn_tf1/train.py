@@ -30,7 +30,7 @@ from fcn_tf1 import validation
 tf1 = tf.compat.v1
 
 
-def train(requested, train_dir, explicit=(), log=print, devices=None):
+def train(requested, train_dir, explicit=(), log=print, devices=None, session_config=None):
     """Trains (or resumes) the run in ``train_dir``.
 
     Args:
@@ -41,6 +41,8 @@ def train(requested, train_dir, explicit=(), log=print, devices=None):
       log: a print-like function for progress lines.
       devices: None for one tower, or a parallel.devices.Devices (one tower
         per device, in-graph replication, `fcn-tf1 train --towers N`).
+      session_config: a tf.compat.v1.ConfigProto for the Session (e.g. thread
+        counts), or None; with ``devices``, theirs is used.
 
     Returns:
       dict with ``step`` (final global step), ``stopped_by`` (None, or the
@@ -59,18 +61,20 @@ def train(requested, train_dir, explicit=(), log=print, devices=None):
         run = run_setup.prepare_run(requested, train_dir, explicit, log, stop, check=check,
                                     where="" if devices is None else devices.describe())
         log(run_setup.describe(run))
-        result = _run(run, devices)
+        if devices is not None:
+            session_config = devices.session_config
+        result = _run(run, None if devices is None else devices.names, session_config)
     if stop():
         log(f"stopped by {stop.signal_name} at step {result['step']}; checkpoint saved, "
             "run the same command again to resume")
     return dict(result, stopped_by=stop.signal_name, config=run.config)
 
 
-def _run(run, devices):
+def _run(run, devices, session_config):
     config = run.config
     with tf.Graph().as_default():
-        net = graph.build_training_graph(config, None if devices is None else devices.names)
-        with tf1.Session(config=None if devices is None else devices.session_config) as session:
+        net = graph.build_training_graph(config, devices)
+        with tf1.Session(config=session_config) as session:
             saver = checkpoints.PeriodicSaver(config, session, run.train_dir, run.log)
             checkpoint = checkpoints.latest(run.train_dir)
             session.run(tf1.global_variables_initializer())

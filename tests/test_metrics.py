@@ -193,6 +193,7 @@ def test_format_table():
     assert lines[-1] == "not in ground truth: road (predicted 2 px)"
 
 
+@pytest.mark.slow  # a wall-clock bound: it belongs with the long checks, not the timed tiers
 def test_eval_sized_input_is_fast():
     # 50 full-size SIFT Flow images (~0.05 s here); the bound is loose for a busy machine,
     # it only catches a per-pixel Python loop (which would take minutes).

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from fcn_tf1 import siftflow
+from fcn_tf1 import h5data, siftflow
 from fcn_tf1.errors import ConfigError, DataError
 
 
@@ -59,7 +59,13 @@ def test_paths_and_category(tmp_path):
         tmp_path / siftflow.LABEL_SUBDIR / "coast_a1.mat")
     assert siftflow.category_of("tallbuilding_a812069") == "tallbuilding"
     assert siftflow.category_of("insidecity_art_1") == "insidecity"
-    assert siftflow.SIFTFLOW.num_classes == len(siftflow.CLASS_NAMES) == 33
+
+
+def test_descriptor_matches_what_prepare_stored(default_data):
+    # the sample file was written by `fcn-tf1 prepare` from the released .mat names
+    with h5data.H5Dataset(default_data) as data:
+        assert data.num_classes == siftflow.SIFTFLOW.num_classes == 33
+        assert tuple(data.class_names) == tuple(siftflow.SIFTFLOW.class_names)
 
 
 def test_readers_on_real_files_match_published_checksums(siftflow_root):
