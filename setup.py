@@ -11,7 +11,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["fcn_tf1", "fcn_tf1.*"]),
+    packages=find_packages(include=["fcn_tf1", "fcn_tf1.*"]) + ["fcn_tf1.data"],
+    # the embedded sample ships inside the package: the default job works from any folder
+    package_dir={"fcn_tf1.data": "data"},
+    package_data={"fcn_tf1.data": ["siftflow_sample.h5", "siftflow_sample_*.txt", "README.md"]},
     install_requires=[
         # 2.12 is the oldest release kept working (last Keras 2 era), 2.21 the newest tested.
         "tensorflow>=2.12,<2.22",
@@ -21,6 +24,7 @@ setup(
         "pillow",  # JPEG/PNG decoding and the prediction PNGs
         "tqdm",  # progress bars on long work
         "matplotlib",  # the learning-curve PNG of a run
+        "tensorboard",  # `tensorboard --logdir runs` (TensorFlow no longer installs it)
     ],
     extras_require={
         "test": ["pytest"],

@@ -31,14 +31,16 @@ import platform
 import subprocess
 import tempfile
 
+from fcn_tf1 import paths
 from fcn_tf1.errors import DataError, FcnError
 
 from . import bench_interleave as interleave
 from . import bench_memory, bench_report, fcn_spec
 from .children import REPO_ROOT, child_env, module_command
 
-PREPARED = REPO_ROOT / "data" / "prepared" / "siftflow_trainval.h5"
-SAMPLE = REPO_ROOT / "data" / "siftflow_sample.h5"
+# the full trainval split where `--data-dir ../shared/siftflow` prepared it
+PREPARED = paths.prepared_file(REPO_ROOT.parent / "shared" / "siftflow", "trainval")
+SAMPLE = paths.DEFAULT_DATA
 STREAM_JITTER = (0.6, 1.25)  # flip + scale jitter: the heaviest augmentation of the presets
 MEMORY_SIZES = (200, 2000)
 

@@ -295,8 +295,9 @@ def _add_bench(subparsers):
     p.add_argument("--inter-threads", type=int, default=None,
                    help="inter-op threads of every framework (default: as --threads)")
     p.add_argument("--data", type=pathlib.Path, default=None,
-                   help="HDF5 file from `fcn-tf1 prepare` (default: data/prepared/"
-                        "siftflow_trainval.h5 where it exists, else the embedded sample)")
+                   help="HDF5 file from `fcn-tf1 prepare` (default: the trainval split of "
+                        "../shared/siftflow where `--data-dir` prepared it, else the embedded "
+                        "sample)")
     p.set_defaults(func=_run_bench)
 
 

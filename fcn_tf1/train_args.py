@@ -62,7 +62,8 @@ def add_arguments(parser):
                       help="with --data-dir: the split list ROOT/SPLIT.txt (default: trainval)")
     data.add_argument("--prepared", type=pathlib.Path, default=None,
                       help="with --data-dir: where the prepared HDF5 goes "
-                           "(default: data/prepared/siftflow_SPLIT.h5)")
+                           "(default: the cache folder, $FCN_TF1_CACHE or ~/.cache/fcn_tf1, "
+                           "as siftflow_SPLIT_<key of ROOT>.h5)")
     data.add_argument("--val-fraction", type=float, default=None,
                       help=f"fraction of images per scene category held out for validation, "
                            f"deterministic (default {D.val_fraction})")
@@ -292,7 +293,7 @@ def train_dir_of(args):
 def prepared_data(data_dir, split, prepared=None, log=print):
     """The HDF5 file of ``data_dir``'s ``split``: prepared on first use, then reused."""
     from fcn_tf1 import h5data
-    out = prepared or paths.PREPARED_DIR / f"siftflow_{split}.h5"
+    out = prepared or paths.prepared_file(data_dir, split)
     if out.is_file():
         log(f"using prepared data {out} (delete it to prepare again)")
     else:
