@@ -253,7 +253,8 @@ def _summaries(data_loss, total_loss, learning_rate, pixel_accuracy):
         tf1.summary.scalar("loss/data", data_loss),
         tf1.summary.scalar("loss/total", total_loss),
         tf1.summary.scalar("learning_rate", learning_rate),
-        tf1.summary.scalar("train/pixel_accuracy", pixel_accuracy),
+        # the tag validation writes too (summaries.py): the two curves overlay
+        tf1.summary.scalar("metrics/pixel_accuracy", pixel_accuracy),
     ])
 
 

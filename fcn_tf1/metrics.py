@@ -124,13 +124,16 @@ class ConfusionMatrix:
 def compute_metrics(matrix, class_names, num_images=None):
     """The FCN metrics of a confusion matrix, as a JSON-serialisable dict.
 
-    Averages run over the classes PRESENT in the ground truth (t_i > 0) only.
-    SIFT Flow's test split has no cow, desert or moon pixels; the FCN authors
+    Averages run over the classes PRESENT in the ground truth (t_i > 0) only
+    (``mean_iou``, as the FCN paper reports SIFT Flow). SIFT Flow's test split has no cow, desert or moon pixels; the FCN authors
     exclude these three from evaluation. Their ``score.py`` takes
     ``np.nanmean`` of the per-class IU over all classes instead: a class absent
     from the ground truth gets IU = 0 / (0 + predicted - 0) = 0 as soon as it
     is predicted anywhere, and that 0 is averaged in, so its mean IU can be
-    lower than ours. Mean accuracy, pixel accuracy and frequency-weighted IU
+    lower than ours; that convention is reported too, as
+    ``mean_iou_gt_or_predicted`` (the mean over the classes present in the
+    ground truth or in the prediction). Mean accuracy, pixel accuracy and
+    frequency-weighted IU
     agree with ``score.py`` (absent classes give NaN accuracy, which nanmean
     skips, and weight 0 in the frequency-weighted IU).
 
@@ -145,7 +148,9 @@ def compute_metrics(matrix, class_names, num_images=None):
 
     Returns:
       dict with keys ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``,
-      ``frequency_weighted_iou`` (floats in [0, 1] or None), ``num_images``,
+      ``mean_iou_gt_or_predicted``, ``frequency_weighted_iou`` (floats in
+      [0, 1] or None), ``conventions`` (what each mean IU averages over, in
+      words), ``num_images``,
       ``classes_evaluated`` (names of the present classes, label order),
       ``per_class`` ({name: {``accuracy``, ``iou`` (float, or None for a class
       absent from the ground truth), ``gt_pixels``, ``predicted_pixels`` (int)}})
@@ -188,20 +193,34 @@ def compute_metrics(matrix, class_names, num_images=None):
             "gt_pixels": int(gt_pixels[i]),
             "predicted_pixels": int(predicted_pixels[i]),
         }
-    summary = dict.fromkeys(
-        ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"))
-    if total:  # else all four stay None: undefined without a single scored pixel
+    summary = dict.fromkeys(("pixel_accuracy", "mean_accuracy", "mean_iou",
+                             "mean_iou_gt_or_predicted", "frequency_weighted_iou"))
+    if total:  # else all stay None: undefined without a single scored pixel
         summary["pixel_accuracy"] = float(true_positives.sum() / total)
         summary["mean_accuracy"] = float(accuracy[present].mean())
         summary["mean_iou"] = float(iou[present].mean())
+        # score.py's nanmean: a class predicted but absent from the truth counts as IU 0
+        in_either = present | (predicted_pixels > 0)
+        summary["mean_iou_gt_or_predicted"] = float(
+            np.where(present, iou, 0.0)[in_either].mean())
         summary["frequency_weighted_iou"] = float((gt_pixels[present] / total * iou[present]).sum())
     return {
         **summary,
+        "conventions": MEAN_IOU_CONVENTIONS,
         "num_images": None if num_images is None else int(num_images),
         "classes_evaluated": [name for name, is_present in zip(names, present) if is_present],
         "per_class": per_class,
         "confusion_matrix": hist.tolist(),
     }
+
+
+MEAN_IOU_CONVENTIONS = {
+    "mean_iou": "mean over the classes present in the ground truth (the FCN paper's SIFT Flow "
+                "numbers)",
+    "mean_iou_gt_or_predicted": "mean over the classes present in the ground truth or the "
+                                "prediction: a predicted but absent class counts as IU 0 "
+                                "(np.nanmean in FCN's score.py)",
+}
 
 
 def _percent(value):
@@ -239,7 +258,11 @@ def format_table(metrics):
     lines.append(f"classes evaluated       {len(present)} of {len(per_class)}")
     lines.append(f"pixel accuracy          {_percent(metrics['pixel_accuracy'])} %")
     lines.append(f"mean accuracy           {_percent(metrics['mean_accuracy'])} %")
-    lines.append(f"mean IU                 {_percent(metrics['mean_iou'])} %")
+    lines.append(f"mean IU                 {_percent(metrics['mean_iou'])} %   "
+                 "(classes in the ground truth)")
+    if "mean_iou_gt_or_predicted" in metrics:  # absent from results written before it existed
+        lines.append(f"mean IU, score.py       {_percent(metrics['mean_iou_gt_or_predicted'])} %"
+                     "   (classes in the ground truth or predicted)")
     lines.append(f"frequency weighted IU   {_percent(metrics['frequency_weighted_iou'])} %")
     absent = []
     for name, row in per_class.items():

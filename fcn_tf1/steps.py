@@ -102,7 +102,7 @@ class StepRunner:
                                              data_seconds)])[-SPEED_WINDOW:]
         if want_images:
             self.writer.add_summary(summaries.image_summary(
-                "train/input_truth_prediction", images[0], labels[0], out["predictions"][0]),
+                summaries.PICTURES_TAG, images[0], labels[0], out["predictions"][0]),
                 out["step"])
         self._maybe_log(out)
         return out

@@ -20,14 +20,17 @@ and ``fcn-tf1 train``:
 5. saves at the end, evaluates on the validation split, writes metrics.json and
    prediction PNGs (validation.py).
 """
+import collections
 import time
 
 import tensorflow as tf
 
 from fcn_tf1 import batches, checkpoints, graph, rundir, run_clock, run_setup, signals, steps
-from fcn_tf1 import validation
+from fcn_tf1 import summaries, validation
 
 tf1 = tf.compat.v1
+# TensorBoard event files: TRAIN_DIR/train and TRAIN_DIR/validation (summaries.py)
+Writers = collections.namedtuple("Writers", ["train", "validation"])
 
 
 def train(requested, train_dir, explicit=(), log=print, devices=None, session_config=None):
@@ -91,17 +94,21 @@ def _run(run, devices, session_config):
             step = int(session.run(net.global_step))
             saver.last_step = step if checkpoint else None
             saver.clock = run_clock.RunClock(run.train_dir, step)
-            writer = tf1.summary.FileWriter(str(run.train_dir),
-                                            session.graph if not checkpoint else None)
+            writers = Writers(
+                tf1.summary.FileWriter(str(run.train_dir / summaries.TRAIN_LOGDIR),
+                                       session.graph if not checkpoint else None),
+                tf1.summary.FileWriter(str(run.train_dir / summaries.VALIDATION_LOGDIR)))
             try:
-                losses_here = _loop(run, session, net, saver, writer, step)
+                losses_here = _loop(run, session, net, saver, writers, step)
                 step = int(session.run(net.global_step))
                 saver.save(step)
                 final = None
                 if not run.stop():
-                    final = validation.final_pass(session, net, run, step, writer, saver.clock)
+                    final = validation.final_pass(session, net, run, step, writers.validation,
+                                                  saver.clock)
             finally:
-                writer.close()
+                writers.train.close()
+                writers.validation.close()
     return {"step": step, "losses": losses_here, "validation": final}
 
 
@@ -113,7 +120,7 @@ def _seconds_left(config, clock, step, step_s):
     return seconds
 
 
-def _loop(run, session, net, saver, writer, step):
+def _loop(run, session, net, saver, writers, step):
     """Runs steps ``step`` .. ``config.max_steps - 1``; returns their data losses."""
     config, clock, log = run.config, saver.clock, run.log
     if step >= config.max_steps:
@@ -130,7 +137,7 @@ def _loop(run, session, net, saver, writer, step):
         log(f"repeat factor sampling (threshold {config.repeat_factor_threshold:g}): "
             f"{(factors > 1).mean():.0%} of the {len(factors)} training images oversampled, "
             f"by up to {factors.max():.1f}x (mean factor {factors.mean():.2f})")
-    runner = steps.StepRunner(run, net, writer, last_good=saver.last_good,
+    runner = steps.StepRunner(run, net, writers.train, last_good=saver.last_good,
                               eta=lambda at, step_s: _seconds_left(config, clock, at, step_s))
     with stream:
         while step < config.max_steps and not run.stop():
@@ -149,12 +156,11 @@ def _loop(run, session, net, saver, writer, step):
             out = runner.step(session, images, labels, data_seconds, started, step=step,
                               feed=feed, summary=bool(every and step % every == 0))
             if "summary" in out:
-                writer.add_summary(out["summary"], step)
+                writers.train.add_summary(out["summary"], step)
             saver.maybe_save(step)
             if (config.eval_every_steps and run.val_indices
                     and step % config.eval_every_steps == 0 and step < config.max_steps):
-                result, _ = validation.validate(session, net, run)
-                validation.report(run, result, step, writer, clock)
+                validation.periodic_pass(session, net, run, step, writers.validation, clock)
     minutes_left = config.max_minutes - clock.seconds() / 60.0
     if (net.time_fraction is not None and step >= config.max_steps
             and minutes_left > 0.05 * config.max_minutes):

@@ -3,7 +3,7 @@
 API::
 
     validate(session, net, run, keep_pngs=0)   -> (metrics dict, [(name, picture)])
-    report(run, result, step, writer, clock=None)   TensorBoard scalars, the table, the curve
+    report(run, result, step, writer, clock=None, pngs=())   TensorBoard, the table, the curve
     write_outputs(run, result, pngs, step)          metrics.json and prediction PNGs
 
 ``validate`` only computes; writing is separate, so a pass cut short by a stop
@@ -18,6 +18,7 @@ from fcn_tf1.errors import FcnError
 from fcn_tf1.run_clock import CURVE_PNG
 
 METRICS_NAME = "metrics.json"
+TENSORBOARD_PICTURES = 3  # validation images shown in TensorBoard at every pass
 PREDICTIONS_DIR = "predictions"
 
 
@@ -43,14 +44,13 @@ def validate(session, net, run, keep_pngs=0):
     return result, pngs
 
 
-def report(run, result, step, writer, clock=None):
-    """Writes the result's scalars to TensorBoard, logs the table and, with ``clock``
-    (a run_clock.RunClock) and a complete pass, adds it to the learning curve."""
-    writer.add_summary(summaries.scalar_summary({
-        "validation/pixel_accuracy": result["pixel_accuracy"],
-        "validation/mean_accuracy": result["mean_accuracy"],
-        "validation/mean_iou": result["mean_iou"],
-        "validation/frequency_weighted_iou": result["frequency_weighted_iou"]}), step)
+def report(run, result, step, writer, clock=None, pngs=()):
+    """Writes the result to TensorBoard (``writer``: the run's validation writer; the
+    first TENSORBOARD_PICTURES of ``pngs`` as pictures), logs the table and, with
+    ``clock`` (a run_clock.RunClock) and a complete pass, adds it to the learning curve."""
+    pictures = [picture for _, picture in pngs[:TENSORBOARD_PICTURES]]
+    for summary in summaries.validation_summaries(result, pictures):
+        writer.add_summary(summary, step)
     writer.flush()
     run.log(f"validation at step {step} ({result['num_images']} images, "
             f"{result['seconds']:.1f} s):")
@@ -93,6 +93,12 @@ def write_outputs(run, result, pngs, step):
         run.log(f"wrote {len(pngs)} prediction PNGs (input | truth | prediction) to {out_dir}")
 
 
+def periodic_pass(session, net, run, step, writer, clock):
+    """A validation pass during training: reported, not written to files."""
+    result, pngs = validate(session, net, run, keep_pngs=TENSORBOARD_PICTURES)
+    report(run, result, step, writer, clock, pngs)
+
+
 def final_pass(session, net, run, step, writer, clock=None):
     """The end-of-training validation: report it, and write its files only when complete.
 
@@ -100,8 +106,9 @@ def final_pass(session, net, run, step, writer, clock=None):
     """
     if not run.val_indices:
         return None
-    result, pngs = validate(session, net, run, keep_pngs=run.config.num_prediction_pngs)
-    report(run, result, step, writer, clock)
+    count = run.config.num_prediction_pngs
+    result, pngs = validate(session, net, run, keep_pngs=max(count, TENSORBOARD_PICTURES))
+    report(run, result, step, writer, clock, pngs)
     if not run.stop():  # a pass cut short must not replace a complete metrics.json
-        write_outputs(run, result, pngs, step)
+        write_outputs(run, result, pngs[:count], step)
     return result

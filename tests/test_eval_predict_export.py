@@ -27,6 +27,7 @@ def test_eval_json_on_a_checkpoint(trained_run, tmp_path, capsys):
                      "--batch-size", "3"]) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"pixel_accuracy", "mean_accuracy", "mean_iou",
+                            "mean_iou_gt_or_predicted", "conventions",
                             "frequency_weighted_iou", "num_images", "classes_evaluated",
                             "per_class", "confusion_matrix", "prior_correction"}
     assert metrics["num_images"] == 8  # the sample's validation split

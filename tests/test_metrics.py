@@ -46,6 +46,7 @@ def test_void_pixels_excluded_whatever_predicted():
 def test_metrics_by_hand():
     result = metrics.compute_metrics(HAND, NAMES3, num_images=1)
     assert set(result) == {"pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou",
+                           "mean_iou_gt_or_predicted", "conventions",
                            "num_images", "classes_evaluated", "per_class", "confusion_matrix"}
     # 7 of 10 scored pixels right; t = (4, 4, 2), predicted = (4, 4, 2), n_ii = (3, 3, 1)
     assert result["pixel_accuracy"] == pytest.approx(7 / 10)
@@ -96,6 +97,9 @@ def test_absent_class_excluded_and_differs_from_fcn_score_py():
         freq = matrix.sum(1) / matrix.sum()
     assert fcn_mean_iu == pytest.approx((iou_sky + iou_tree) / 3)
     assert result["mean_iou"] > fcn_mean_iu + 0.1
+    # ... and that convention is reported beside ours, named
+    assert result["mean_iou_gt_or_predicted"] == pytest.approx(fcn_mean_iu)
+    assert "score.py" in result["conventions"]["mean_iou_gt_or_predicted"]
     # The other three numbers agree with score.py.
     assert result["mean_accuracy"] == pytest.approx(fcn_mean_acc)
     assert result["frequency_weighted_iou"] == pytest.approx((freq[freq > 0] * iu[freq > 0]).sum())
@@ -108,6 +112,7 @@ def test_absent_and_never_predicted_class():
     result = metrics.compute_metrics(matrix, NAMES3)
     assert result["per_class"]["tree"]["iou"] is None
     assert result["mean_iou"] == 1.0
+    assert result["mean_iou_gt_or_predicted"] == 1.0  # neither in truth nor predicted: skipped
 
 
 def test_all_void_gives_none_without_warnings():
@@ -116,7 +121,8 @@ def test_all_void_gives_none_without_warnings():
     assert matrix.sum() == 0
     with np.errstate(all="raise"):
         result = metrics.compute_metrics(matrix, NAMES3, num_images=2)
-    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou"):
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "mean_iou_gt_or_predicted",
+                "frequency_weighted_iou"):
         assert result[key] is None
     assert result["classes_evaluated"] == []
     assert result["num_images"] == 2
@@ -188,7 +194,10 @@ def test_format_table():
     sky = next(line for line in lines if line.startswith("sky"))
     assert sky.split() == ["sky", "5", "5", "80.00", "66.67"]
     assert not any(line.startswith("road") for line in lines)
-    assert "mean IU                 63.33 %" in lines
+    assert "mean IU                 63.33 %   (classes in the ground truth)" in lines
+    # score.py's convention counts road, predicted but absent, as IU 0: (66.67 + 60 + 0) / 3
+    assert ("mean IU, score.py       42.22 %   (classes in the ground truth or predicted)"
+            in lines)
     assert "images evaluated        7" in lines
     assert lines[-1] == "not in ground truth: road (predicted 2 px)"
 

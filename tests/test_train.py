@@ -50,7 +50,8 @@ def test_run_train_smoke(tmp_path):
     assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-4")
     saved = config_lib.load(train_dir)
     assert saved.width == 4 and saved.max_steps == 4
-    assert list(train_dir.glob("events.out.tfevents.*"))
+    assert list((train_dir / "train").glob("events.out.tfevents.*"))
+    assert list((train_dir / "validation").glob("events.out.tfevents.*"))
     metrics = json.loads((train_dir / "metrics.json").read_text())
     assert metrics["step"] == 4 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
     pngs = sorted((train_dir / "predictions").glob("*.png"))
@@ -58,14 +59,35 @@ def test_run_train_smoke(tmp_path):
     assert not (train_dir / ".lock").exists()
 
 
-def test_summaries_hold_scalars_and_images(default_data, tmp_path):
-    train.train(tiny_config(default_data), tmp_path, log=quiet)
-    tags = set()
-    for event_file in tmp_path.glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            tags.update(v.tag for v in event.summary.value)
-    assert {"loss/data", "learning_rate", "train/pixel_accuracy",
-            "validation/mean_iou", "train/input_truth_prediction"} <= tags
+def test_tensorboard_reads_overlaid_training_and_validation_curves(default_data, tmp_path):
+    """Read back with TensorBoard's own reader: two runs (train/, validation/) sharing the
+    tag of the quantity they both measure, so TensorBoard draws the curves on one chart."""
+    from tensorboard.backend.event_processing import event_multiplexer
+    result = train.train(tiny_config(default_data, max_steps=4, eval_every_steps=2), tmp_path,
+                         log=quiet)
+    multiplexer = event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    assert set(multiplexer.Runs()) == {"train", "validation"}
+    train_tags = multiplexer.Runs()["train"]
+    validation_tags = multiplexer.Runs()["validation"]
+    assert {"loss/data", "loss/total", "learning_rate",
+            "metrics/pixel_accuracy"} <= set(train_tags["scalars"])
+    assert {"metrics/pixel_accuracy", "metrics/mean_accuracy", "metrics/mean_iou",
+            "metrics/mean_iou_gt_or_predicted", "metrics/frequency_weighted_iou",
+            "per_class_iou/sky"} <= set(validation_tags["scalars"])
+    assert "images/input_truth_prediction" in train_tags["images"]
+    assert {"confusion_matrix", "images/input_truth_prediction/0"} <= set(
+        validation_tags["images"])
+    # the validation curve: one point per pass (step 2 and the final step 4), the last one
+    # the final pass's own number
+    points = multiplexer.Scalars("validation", "metrics/pixel_accuracy")
+    assert [p.step for p in points] == [2, 4]
+    assert points[-1].value == pytest.approx(result["validation"]["pixel_accuracy"])
+    iou = multiplexer.Scalars("validation", "per_class_iou/sky")[-1].value
+    assert iou == pytest.approx(result["validation"]["per_class"]["sky"]["iou"])
+    confusion = multiplexer.Images("validation", "confusion_matrix")[-1]
+    assert (confusion.width, confusion.height) == (33 * 8, 33 * 8)
 
 
 def test_same_seed_same_losses(default_data, tmp_path):
