@@ -286,15 +286,19 @@ def iterate_batches(path, indices=None, batch_size=1):
             yield images, labels, [data.names[i] for i in chunk]
 
 
-def iterate_released(root, split=None, names_file=None, batch_size=1):
+def iterate_released(root, split=None, names_file=None, batch_size=1, only=None):
     """Like :func:`iterate_batches`, straight from the released SIFT Flow layout (no HDF5).
 
     Every listed file is checked to exist first; a bad image or label map
-    raises DataError naming it.
+    raises DataError naming it. ``only``: keep just these names of the list.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size {batch_size}: must be >= 1")
     names, _, files = siftflow.list_split(root, split=split, names_file=names_file)
+    if only is not None:
+        keep = set(only)
+        pairs = [(name, pair) for name, pair in zip(names, files) if name in keep]
+        names, files = [name for name, _ in pairs], [pair for _, pair in pairs]
     for start in range(0, len(names), batch_size):
         chunk = files[start:start + batch_size]
         images = np.stack([siftflow.read_image(image) for image, _ in chunk]).astype(np.float32)

@@ -170,20 +170,27 @@ def _add_eval(subparsers):
     p = subparsers.add_parser(
         "eval", help="score a trained run: pixel acc., mean class acc., mean IU, f.w. IU",
         description="Full-resolution inference of a trained run, a streaming confusion matrix "
-                    "(void pixels excluded) and the FCN paper's metrics, averaged over the classes "
-                    "present in the evaluated ground truth. Without --data/--data-dir it scores "
-                    "the run's own validation split.")
+                    "(void pixels excluded) and the FCN paper's metrics: mean IU averaged over "
+                    "the classes present in the evaluated ground truth, and also as FCN's "
+                    "score.py averages it (classes in the truth or predicted). Without "
+                    "--data/--data-dir it scores the run's own validation split; a --data file "
+                    "or --data-dir without --split is scored without the run's training images.")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the run to evaluate")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint prefix (e.g. DIR/model.ckpt-500; default: the latest)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=pathlib.Path, default=None,
-                        help="HDF5 file from `fcn-tf1 prepare`: every image in it is scored")
+                        help="HDF5 file from `fcn-tf1 prepare`: its images the run did not "
+                             "train on are scored")
     source.add_argument("--data-dir", type=pathlib.Path, default=None,
                         help="a released SIFT Flow root, read directly (with --split/--names-file)")
     p.add_argument("--split", default=None, help="with --data-dir: ROOT/SPLIT.txt (default trainval)")
     p.add_argument("--names-file", type=pathlib.Path, default=None,
                    help="with --data-dir: a file of image names instead of --split")
+    p.add_argument("--include-training-images", action="store_true",
+                   help="also score the images the run trained on (by default a --data file "
+                        "or --data-dir without --split is scored without them; with them the "
+                        "numbers are not validation numbers, and a warning says so)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--json", type=pathlib.Path, default=None, help="also write the metrics as JSON")
     _add_test_time_views(p)
@@ -220,7 +227,8 @@ def _run_eval(args):
                       data_dir=args.data_dir, split=args.split, names_file=args.names_file,
                       batch_size=args.batch_size, json_out=args.json,
                       test_scales=args.test_scales, test_flip=args.test_flip,
-                      prior_correction=args.prior_correction)
+                      prior_correction=args.prior_correction,
+                      include_training=args.include_training_images)
     return 0
 
 

@@ -67,36 +67,87 @@ def validation_indices(dataset, val_fraction):
     return dataset.split(val_fraction)[1]
 
 
+def training_names(config):
+    """The names of the images the run trained on (its data file's training split)."""
+    with h5data.H5Dataset(config.data) as dataset:
+        return {dataset.names[i] for i in dataset.split(config.val_fraction)[0]}
+
+
+def choose_images(train_dir, config, data=None, data_dir=None, split=None, names_file=None,
+                  include_training=False, log=print):
+    """What ``fcn-tf1 eval`` scores: (description, names to score or None for the file's
+    validation split, path or root, class names).
+
+    Never the run's training images unless asked: with no source, the run's own
+    validation images; with a source but no explicit split, its images minus the
+    ones the run trained on; an explicit ``split`` / ``names_file`` or
+    ``include_training`` scores every listed image, with a warning when some
+    are training images.
+    """
+    if data is None and data_dir is None:
+        if config.val_fraction <= 0:
+            raise FcnError(f"{train_dir}: the run has no validation split (val_fraction 0); "
+                           "give --data or --data-dir")
+        with h5data.H5Dataset(config.data) as dataset:
+            names = [dataset.names[i] for i in validation_indices(dataset, config.val_fraction)]
+            return f"{config.data} (the run's validation split)", names, config.data, list(
+                dataset.class_names)
+    if data is not None:
+        with h5data.H5Dataset(data) as dataset:
+            listed, class_names = list(dataset.names), list(dataset.class_names)
+        source = str(data)
+    else:
+        listed = siftflow.list_split(data_dir, split=split, names_file=names_file)[0]
+        class_names = list(siftflow.CLASS_NAMES)
+        source = f"{data_dir} ({names_file or split or 'trainval'})"
+    chosen = include_training or split is not None or names_file is not None
+    try:
+        trained_on = training_names(config)
+    except FcnError as err:
+        if chosen:
+            log(f"warning: cannot tell which images the run trained on ({err})")
+            return source, listed, data or data_dir, class_names
+        raise FcnError(f"cannot tell which images of {source} the run trained on ({err}); "
+                       "pass --include-training-images to score every image") from None
+    seen = [name for name in listed if name in trained_on]
+    if chosen:
+        if seen:
+            log(f"warning: {len(seen)} of the {len(listed)} images of {source} are training "
+                "images of this run: these numbers are not validation numbers")
+        return source, listed, data or data_dir, class_names
+    unseen = [name for name in listed if name not in trained_on]
+    if not unseen:
+        raise FcnError(f"{source}: all {len(listed)} images are training images of the run; "
+                       "pass --include-training-images (or an explicit --split) to score them")
+    return (f"{source}: the {len(unseen)} of {len(listed)} images the run did not train on",
+            unseen, data or data_dir, class_names)
+
+
 def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,
              batch_size=8, json_out=None, test_scales=None, test_flip=False, prior_correction=None,
-             log=print):
+             include_training=False, log=print):
     """``fcn-tf1 eval``: scores a trained run on a data source and prints the table.
 
-    The data source is ``data`` (all images of an HDF5 file), or ``data_dir``
-    (a released SIFT Flow root with ``split`` / ``names_file``), or, when
-    neither is given, the run's own validation split. ``test_scales`` (multiples
-    of the run's input_scale) and ``test_flip`` average the predictions over
-    test-time views; without them the net runs once per image, as in training.
-    ``prior_correction`` (tau) replaces the run's own (load_run.with_prior_correction).
+    The data source is ``data`` (an HDF5 file), or ``data_dir`` (a released
+    SIFT Flow root with ``split`` / ``names_file``), or, when neither is given,
+    the run's own validation split; choose_images says which images count.
+    ``test_scales`` (multiples of the run's input_scale) and ``test_flip``
+    average the predictions over test-time views; without them the net runs
+    once per image, as in training. ``prior_correction`` (tau) replaces the
+    run's own (load_run.with_prior_correction).
     """
     with load_run.open_trained(train_dir, checkpoint, test_scales, test_flip,
-                              prior_correction) as (
-            config, session, net, checkpoint):
-        class_names = list(siftflow.CLASS_NAMES)
+                               prior_correction) as (config, session, net, checkpoint):
+        source, names, where, class_names = choose_images(
+            train_dir, config, data, data_dir, split, names_file, include_training, log)
         if data_dir is not None:
-            source = f"{data_dir} ({names_file or split or 'trainval'})"
-            batch_iter = batches.iterate_released(data_dir, split, names_file, batch_size)
+            batch_iter = batches.iterate_released(data_dir, split, names_file, batch_size,
+                                                  only=names)
         else:
-            path = data or config.data
-            with h5data.H5Dataset(path) as dataset:
-                class_names = list(dataset.class_names)
-                indices = None if data is not None else validation_indices(dataset,
-                                                                           config.val_fraction)
-            if indices == []:
-                raise FcnError(f"{train_dir}: the run has no validation split (val_fraction 0); "
-                               "give --data or --data-dir")
-            source = f"{path} ({'all images' if indices is None else 'validation split'})"
-            batch_iter = batches.iterate_batches(path, indices, batch_size)
+            with h5data.H5Dataset(where) as dataset:
+                position = {name: i for i, name in enumerate(dataset.names)}
+            batch_iter = batches.iterate_batches(where, [position[n] for n in names],
+                                                 batch_size)
         correction = (f"; prior correction {config.prior_correction:g}"
                       if config.prior_correction else "")
         log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}"
@@ -109,6 +160,7 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
     if json_out is not None:
         rundir.write_json(json_out, dict({k: v for k, v in result.items()
                                           if k not in ("seconds", "forward_seconds")},
-                                         prior_correction=config.prior_correction))
+                                         prior_correction=config.prior_correction,
+                                         source=source))
         log(f"wrote {json_out}")
     return result

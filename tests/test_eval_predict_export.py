@@ -27,7 +27,7 @@ def test_eval_json_on_a_checkpoint(trained_run, tmp_path, capsys):
                      "--batch-size", "3"]) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"pixel_accuracy", "mean_accuracy", "mean_iou",
-                            "mean_iou_gt_or_predicted", "conventions",
+                            "mean_iou_gt_or_predicted", "conventions", "source",
                             "frequency_weighted_iou", "num_images", "classes_evaluated",
                             "per_class", "confusion_matrix", "prior_correction"}
     assert metrics["num_images"] == 8  # the sample's validation split
@@ -305,3 +305,43 @@ def test_a_corrupt_newest_checkpoint_is_one_line_in_every_command(trained_run, d
         assert err[0].startswith(f"fcn-tf1: error: {run / 'model.ckpt-6'}: unreadable "
                                  "checkpoint"), (argv, err)
     assert not (tmp_path / "sm").exists()  # a failed export leaves nothing under its name
+
+
+def test_eval_never_scores_training_images_unless_asked(trained_run, default_data, tmp_path,
+                                                        capsys):
+    """--data (the run's own file) and --data-dir without --split score the images the run
+    did not train on: the same 8 validation images as the default; training images need
+    an explicit choice, and then a warning says so."""
+    def scored(*words):
+        out = tmp_path / "scored.json"
+        assert cli.main(["eval", "--train-dir", str(trained_run), "--json", str(out)]
+                        + list(words)) == 0
+        return json.loads(out.read_text())
+
+    default = scored()
+    assert default["num_images"] == 8
+    from_file = scored("--data", str(default_data))
+    assert from_file["num_images"] == 8
+    assert from_file["confusion_matrix"] == default["confusion_matrix"]
+    assert "did not train on" in from_file["source"]
+    capsys.readouterr()
+    everything = scored("--data", str(default_data), "--include-training-images")
+    assert everything["num_images"] == 56
+    assert "48 of the 56 images" in capsys.readouterr().out  # the warning
+    # a file holding only training images: nothing left to score without the explicit flag
+    with h5data.H5Dataset(default_data) as data:
+        train_indices = data.split(0.1)[0]
+        names = [data.names[i] for i in train_indices]
+    root = tmp_path / "root"
+    from tests.support import fuzz_inputs
+    released, _ = fuzz_inputs.make_root(root, count=56)
+    (released / "only_training.txt").write_text("\n".join(names[:3]) + "\n")
+    (released / "trainval.txt").write_text("\n".join(names[:3]) + "\n")
+    capsys.readouterr()
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--data-dir",
+                     str(released)]) == 2
+    err = capsys.readouterr().err
+    assert "all 3 images are training images of the run" in err and len(err.splitlines()) == 1
+    assert cli.main(["eval", "--train-dir", str(trained_run), "--data-dir", str(released),
+                     "--split", "only_training"]) == 0
+    assert "3 of the 3 images" in capsys.readouterr().out
