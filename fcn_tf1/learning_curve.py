@@ -1,7 +1,7 @@
 """The learning curve of a run as a PNG: validation metrics against training minutes."""
-import pathlib
 import textwrap
 
+from fcn_tf1 import rundir
 from fcn_tf1.errors import FcnError
 
 
@@ -33,10 +33,8 @@ def plot_curve(points, path, title=""):
     if title:  # wrapped: a long run description would be cut at the figure's edge
         axes.set_title(textwrap.fill(title, 85), fontsize=10)
     figure.tight_layout()
-    tmp = pathlib.Path(path).with_suffix(".png.tmp")
     try:
-        figure.savefig(tmp, format="png")
-        tmp.replace(path)
+        rundir.atomic_write(path, lambda f: figure.savefig(f, format="png"))
     except OSError as err:
         raise FcnError(f"{path}: cannot write the learning curve ({err.strerror or err})") from None
     finally:

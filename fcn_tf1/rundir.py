@@ -1,4 +1,4 @@
-"""The training directory: writability check, a single-trainer lock, atomic JSON files.
+"""The training directory: writability check, a single-trainer lock, atomic file writes.
 
 Layout of a run directory::
 
@@ -7,12 +7,14 @@ Layout of a run directory::
     events.out.tfevents.*  TensorBoard summaries
     metrics.json           the last validation pass (FCN metrics, per class)
     predictions/NAME.png   input | ground truth | prediction of a few validation images
-    .lock                  pid of the trainer that owns the directory
+    .lock                  flock(2)-ed by the trainer that owns the directory (pid, host inside)
 
 Files a killed trainer was still writing (TensorFlow's ``*.tempstate*`` and
-``*.tmp<hex>``, our ``.NAME.json.*``) are never read; the next trainer removes
-them once it holds the lock (:func:`remove_partial_files`).
+``*.tmp<hex>``, our ``.NAME.<random>.tmp``) are never read; the next trainer
+removes them once it holds the lock (:func:`remove_partial_files`).
 """
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -55,57 +57,67 @@ def pid_alive(pid):
 
 
 class TrainDirLock:
-    """An exclusive lock file so two trainers never share one train dir.
+    """An exclusive ``flock(2)`` on ``TRAIN_DIR/.lock`` so two trainers never share a train dir.
 
-    The lock holds ``pid host``. A lock left by a process that no longer runs
-    on this host is stale and taken over, so a killed trainer never blocks
-    the next one.
+    The kernel holds the lock for the life of the open file and drops it when
+    the trainer exits or is killed, so there is no stale lock to detect and no
+    host name to compare. The file holds ``pid host`` of the holder, for the
+    refusal message only. On release the holder unlinks the file while still
+    locking it; a trainer that locked an inode which was unlinked meanwhile
+    sees that the path names another file and tries again, so two trainers
+    can never both hold the lock.
     """
 
     def __init__(self, train_dir):
         self.path = pathlib.Path(train_dir) / LOCK_NAME
-        self._held = False
+        self._fd = None
 
     def acquire(self):
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
+        for _ in range(20):  # each retry means the holder released in between: rare
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None:
-                    raise FcnError(
-                        f"{self.path}: train dir is in use by another trainer (pid {owner}); "
-                        "wait for it or use another --train-dir") from None
-                try:  # stale: its process is gone
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise FcnError(f"{self.path}: train dir is in use by another trainer ({holder}); "
+                               "wait for it or use another --train-dir") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not _same_file(fd, self.path):  # released and unlinked before our flock
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self._held = True
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self._fd = fd
             return self
         raise FcnError(f"{self.path}: could not take the train dir lock")
 
-    def _owner(self):
-        """The pid of a live owner, or None when the lock is stale or unreadable."""
+    @staticmethod
+    def _holder(fd):
+        """'pid P on HOST' as the holder wrote it, for the message only."""
         try:
-            fields = self.path.read_text().split()
-            pid, host = int(fields[0]), fields[1]
+            fields = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+            return f"pid {int(fields[0])} on {fields[1]}"
         except (OSError, ValueError, IndexError):
-            return None
-        if host != socket.gethostname():
-            return pid  # another host: cannot check, assume alive
-        return pid if pid != os.getpid() and pid_alive(pid) else None
+            return "holder unknown"
+
+    @property
+    def held(self):
+        return self._fd is not None
 
     def release(self):
-        if self._held:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            self._held = False
+        if self._fd is None:
+            return
+        try:
+            if _same_file(self._fd, self.path):
+                self.path.unlink()  # still locked: no one else can hold this inode
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)  # drops the flock
+            self._fd = None
 
     def __enter__(self):
         return self.acquire()
@@ -114,10 +126,19 @@ class TrainDirLock:
         self.release()
 
 
-# What TensorFlow (``NAME.tempstate<digits>``, ``NAME.tmp<32 hex>``) and write_json
-# (``.NAME.<random>``) call a file before renaming it into place.
+def _same_file(fd, path):
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+# What TensorFlow (``NAME.tempstate<digits>``, ``NAME.tmp<32 hex>``) and atomic_write
+# (``.NAME.<random>.tmp``; earlier versions ``.NAME.json.<random>``, ``NAME.png.tmp``)
+# call a file before renaming it into place.
 _PARTIAL_FILE = re.compile(r".*\.tempstate\d*$|.*\.tmp[0-9a-f]{32}$|\.(config|metrics|progress)\.json\..+$"
-                           r"|learning_curve\.png\.tmp$")
+                           r"|learning_curve\.png\.tmp$|\..+\.[A-Za-z0-9_]{6,}\.tmp$")
 
 
 def remove_partial_files(train_dir):
@@ -137,27 +158,79 @@ def remove_partial_files(train_dir):
     return sorted(removed)
 
 
-def write_json(path, payload):
-    """Writes JSON atomically: a temp file in the same directory, then rename.
+def _umask():
+    """The process umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(directory):
+    """Makes a rename or a new file in ``directory`` durable (a no-op where dirs cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the data itself was synced
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Writes ``path`` all or nothing: the one way this package replaces a file.
+
+    ``write(f)`` fills a new file with a unique name in the same directory
+    (``tempfile.mkstemp``: never an existing file, never through a symlink);
+    it is flushed and fsync-ed, given the mode a new file gets under the
+    user's umask (0666 & ~umask, not mkstemp's 0600), renamed over ``path``
+    (a symlink at ``path`` is replaced, not followed) and the directory is
+    fsync-ed, so after a crash ``path`` is the old file or the new one.
+
+    Args:
+      path: the file to write.
+      write: callable(binary file object).
 
     Raises:
-      FcnError: the file cannot be written (full disk, read-only, ...); an
-        earlier version of it is left as it was.
+      OSError: the file cannot be written (full disk, read-only, ...); an
+        earlier version of it is left as it was, the temp file is removed.
     """
     path = pathlib.Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as err:
+        tmp = None
+        fsync_dir(path.parent)
+    except BaseException:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(err, OSError):
-            raise FcnError(f"{path}: cannot write ({err.strerror or err})") from None
         raise
+
+
+def write_json(path, payload):
+    """Writes ``payload`` as indented JSON through :func:`atomic_write`.
+
+    Raises:
+      FcnError: the file cannot be written; an earlier version is left as it was.
+    """
+    text = json.dumps(payload, indent=2) + "\n"
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as err:
+        raise FcnError(f"{path}: cannot write ({err.strerror or err})") from None

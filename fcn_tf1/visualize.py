@@ -251,8 +251,12 @@ def save_png(path, array):
       array: uint8 [H, W] (written as mode 'L', e.g. a label map) or
         uint8 [H, W, 3] (mode 'RGB').
 
+    The file is replaced atomically (rundir.atomic_write): never half written,
+    never written through a symlink or an existing temp name.
+
     Raises:
       ValueError: on another dtype or shape.
+      OSError: the file cannot be written.
     """
     array = np.asarray(array)
     if array.dtype != np.uint8:
@@ -260,4 +264,5 @@ def save_png(path, array):
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
         raise ValueError(f"save_png needs [H, W] or [H, W, 3], got shape {array.shape}")
     image = Image.fromarray(np.ascontiguousarray(array))  # uint8 infers 'L' or 'RGB'
-    image.save(path, format="PNG")
+    from fcn_tf1 import rundir
+    rundir.atomic_write(path, lambda f: image.save(f, format="PNG"))
