@@ -8,7 +8,7 @@ validation images, prints the metrics table and writes prediction PNGs.
 """
 import sys
 
-from fcn_tf1.cli import main
+from fcn_tf1.cli import main_train
 
 if __name__ == "__main__":
-    sys.exit(main(["train"] + sys.argv[1:]))
+    sys.exit(main_train(sys.argv[1:]))

@@ -1,9 +1,9 @@
 """Speed benchmarks: our graph path against the same network in Keras 3 and PyTorch.
 
-    python -m bench [--quick|--smoke] [--json OUT] [--threads N] [--inter-threads N] [--data H5]
+    python -m bench [--quick|--smoke] [--out FILE] [--threads N] [--inter-threads N] [--data H5]
     main(argv) -> exit status        the same, from Python (``fcn-tf1 bench`` parses the options)
     run(options, log=print) -> dict  the benchmark itself, on parsed ``fcn-tf1 bench`` options:
-                                     quick, smoke, json, threads, inter_threads, data
+                                     quick, smoke, out, threads, inter_threads, data
 
 run_bench.py runs the steps (docs/BENCHMARKS.md explains the method); children.py
 says how the worker, architecture-check and memory children are started.

@@ -58,7 +58,8 @@ def _add_compare(subparsers):
                    help="HDF5 file from `fcn-tf1 prepare` (default: the embedded sample)")
     p.add_argument("--batch-size", type=int, default=4, help="images in the compared batch")
     p.add_argument("--repeats", type=int, default=7, help="timed training steps per variant")
-    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON")
+    p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
+                   help="also write the report as JSON to FILE")
     p.add_argument("--seed", type=int, default=0, help="graph seed for the initial weights")
     p.add_argument("--variant", choices=("fcn32s", "fcn16s", "fcn8s"), default="fcn8s",
                    help="FCN head (default: fcn8s)")
@@ -72,7 +73,7 @@ def _add_compare(subparsers):
 def _run_compare(args):
     from fcn_tf1 import compare
     compare.run_compare(args.data, batch_size=args.batch_size, repeats=args.repeats,
-                        json_out=args.json, seed=args.seed, variant=args.variant,
+                        json_out=args.out, seed=args.seed, variant=args.variant,
                         backbone=args.backbone, width=args.width)
     return 0
 
@@ -192,7 +193,8 @@ def _add_eval(subparsers):
                         "or --data-dir without --split is scored without them; with them the "
                         "numbers are not validation numbers, and a warning says so)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the metrics as JSON")
+    p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
+                   help="also write the metrics as JSON to FILE")
     _add_test_time_views(p)
     p.set_defaults(func=_run_eval)
 
@@ -225,7 +227,7 @@ def _run_eval(args):
     from fcn_tf1 import evaluate
     evaluate.run_eval(args.train_dir, checkpoint=args.checkpoint, data=args.data,
                       data_dir=args.data_dir, split=args.split, names_file=args.names_file,
-                      batch_size=args.batch_size, json_out=args.json,
+                      batch_size=args.batch_size, json_out=args.out,
                       test_scales=args.test_scales, test_flip=args.test_flip,
                       prior_correction=args.prior_correction,
                       include_training=args.include_training_images)
@@ -240,7 +242,11 @@ def _add_predict(subparsers):
                     "Unreadable images are reported and skipped; the exit status is then 1.")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
     p.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the latest)")
-    p.add_argument("--out-dir", required=True, type=pathlib.Path, help="where the PNGs go")
+    p.add_argument("--out", "--out-dir", dest="out", required=True, type=pathlib.Path,
+                   help="directory the PNGs go to (created if needed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing NAME.png / NAME_color.png files (an input image is "
+                        "never replaced)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files, or directories of .jpg/.jpeg/.png files")
     _add_test_time_views(p)
@@ -249,11 +255,12 @@ def _add_predict(subparsers):
 
 def _run_predict(args):
     from fcn_tf1 import predict
-    written, failures = predict.predict(args.train_dir, args.out_dir, args.inputs,
+    written, failures = predict.predict(args.train_dir, args.out, args.inputs,
                                         checkpoint=args.checkpoint, test_scales=args.test_scales,
                                         test_flip=args.test_flip,
-                                        prior_correction=args.prior_correction)
-    print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
+                                        prior_correction=args.prior_correction,
+                                        overwrite=args.overwrite)
+    print(f"wrote {len(written)} prediction(s) to {args.out}")
     for failure in failures:
         print(f"fcn-tf1: error: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -297,7 +304,8 @@ def _add_bench(subparsers):
                            "(meant to take under 3 minutes on 2 cores)")
     size.add_argument("--smoke", action="store_true",
                       help="tiny sizes, to check that every part runs; the figures mean nothing")
-    p.add_argument("--json", type=pathlib.Path, default=None, help="also write the report as JSON")
+    p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
+                   help="also write the report as JSON to FILE")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="intra-op threads of every framework (default: the number of cores)")
     p.add_argument("--inter-threads", type=int, default=None,
@@ -340,9 +348,9 @@ def _run_bench(args):
     options = argparse.Namespace(**dict(vars(args),
                                         inter_threads=args.inter_threads or args.threads))
     report = bench.run(options)
-    if args.json is not None:
-        rundir.write_json(args.json, report)
-        print(f"wrote {args.json}")
+    if args.out is not None:
+        rundir.write_json(args.out, report)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -350,6 +358,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="fcn-tf1",
         description="FCN scene labeling on SIFT Flow in TF1-style graph code (tf.compat.v1).")
+    _add_version(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_prepare(subparsers)
@@ -364,15 +373,40 @@ def build_parser():
 
 
 def main(argv=None):
+    """``fcn-tf1 COMMAND ...``; returns the exit status."""
+    return _dispatch(build_parser(), argv)
+
+
+def main_train(argv=None, prog="run_train.py"):
+    """``python run_train.py ...``: the train command with its own name in usage and errors."""
+    parser = argparse.ArgumentParser(prog=prog, description=TRAIN_DESCRIPTION)
+    _add_version(parser)
+    from fcn_tf1 import train_args
+    train_args.add_arguments(parser)
+    parser.set_defaults(func=_run_train)
+    return _dispatch(parser, argv)
+
+
+def _add_version(parser):
+    from importlib import metadata
+    from fcn_tf1 import __version__
+    try:
+        tensorflow = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        tensorflow = "not installed"
+    parser.add_argument("--version", action="version",
+                        version=f"fcn_tf1 {__version__} (TensorFlow {tensorflow})")
+
+
+def _dispatch(parser, argv):
     # TensorFlow's C++ start-up chatter (CPU features, missing CUDA) is not for users; its
     # errors still show. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except FcnError as err:
-        print(f"fcn-tf1: error: {err}", file=sys.stderr)
+        print(f"fcn-tf1: error: {err}", file=sys.stderr)  # one prefix, whichever front door
         return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("fcn-tf1: interrupted", file=sys.stderr)

@@ -79,13 +79,32 @@ def output_stems(inputs):
     return stems
 
 
+def check_outputs(inputs, out_dir, stems, overwrite=False):
+    """Refuses outputs that are inputs (always) or existing files (unless ``overwrite``)."""
+    inputs_seen = set()
+    for path in inputs:
+        try:
+            inputs_seen.add(path.resolve())
+        except OSError:
+            continue  # unreadable: reported as a skipped image later
+    for stem in stems:
+        for output in (out_dir / f"{stem}.png", out_dir / f"{stem}_color.png"):
+            if output.resolve() in inputs_seen:
+                raise FcnError(f"{output}: is one of the input images; predictions never "
+                               "replace their inputs (choose another --out)")
+            if (output.exists() or output.is_symlink()) and not overwrite:
+                raise FcnError(f"{output}: already exists; pass --overwrite to replace "
+                               "earlier predictions")
+
+
 def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_flip=False,
-            prior_correction=None, log=print):
+            prior_correction=None, overwrite=False, log=print):
     """Runs the trained model of ``train_dir`` on ``inputs`` and writes PNGs into ``out_dir``.
 
     ``test_scales`` (multiples of the run's input_scale) and ``test_flip``
     average the predictions over test-time views and ``prior_correction``
-    (tau) replaces the run's own, as in ``fcn-tf1 eval``.
+    (tau) replaces the run's own, as in ``fcn-tf1 eval``. Nothing is written
+    over an input image, nor, without ``overwrite``, over an existing file.
 
     Returns:
       (written, failures): lists of output stems and of one-line error messages.
@@ -94,6 +113,8 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
     if not inputs:
         raise FcnError("no input images (give image files or directories holding .jpg/.png)")
     out_dir = pathlib.Path(out_dir)
+    stems = output_stems(inputs)
+    check_outputs(inputs, out_dir, stems, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -103,7 +124,7 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
                               prior_correction) as (
             config, session, net, _):
         class_names = _class_names(config)
-        for path, stem in zip(inputs, output_stems(inputs)):
+        for path, stem in zip(inputs, stems):
             try:
                 image = read_rgb(path)
             except DataError as err:

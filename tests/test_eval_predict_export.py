@@ -345,3 +345,35 @@ def test_eval_never_scores_training_images_unless_asked(trained_run, default_dat
     assert cli.main(["eval", "--train-dir", str(trained_run), "--data-dir", str(released),
                      "--split", "only_training"]) == 0
     assert "3 of the 3 images" in capsys.readouterr().out
+
+
+def test_predict_never_overwrites_inputs_or_earlier_outputs(trained_run, default_data, tmp_path,
+                                                            capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with h5data.H5Dataset(default_data) as data:
+        Image.fromarray(data.image(0)).save(folder / "holiday.png")
+    original = (folder / "holiday.png").read_bytes()
+    # the output folder is the input folder: holiday.png would become its class map
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out", str(folder),
+                     str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is one of the input images" in err[0], err
+    assert (folder / "holiday.png").read_bytes() == original
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out", str(folder),
+                     "--overwrite", str(folder)]) == 2  # --overwrite never covers inputs
+    assert (folder / "holiday.png").read_bytes() == original
+    out = tmp_path / "out"
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out", str(out),
+                     str(folder)]) == 0
+    first = (out / "holiday.png").read_bytes()
+    (out / "holiday_color.png").write_bytes(b"mine")
+    capsys.readouterr()
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out", str(out),
+                     str(folder)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "holiday_color.png").read_bytes() == b"mine"
+    assert cli.main(["predict", "--train-dir", str(trained_run), "--out", str(out),
+                     "--overwrite", str(folder)]) == 0
+    assert (out / "holiday.png").read_bytes() == first
+    assert (out / "holiday_color.png").read_bytes() != b"mine"
