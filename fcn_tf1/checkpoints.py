@@ -8,6 +8,8 @@ API::
     restore_model(session, checkpoint)     restores every global variable of the graph
     repair_state_file(train_dir)           a damaged ``checkpoint`` state file rewritten
     PeriodicSaver(config, session, train_dir, log)   checkpoints every N steps / M seconds
+    FiniteWeightsGuard()                   the same NaN check for a CheckpointSaverHook
+    sync_saved(train_dir, prefix)          fsync a saved checkpoint and the state file
 
 Training, ``eval``, ``predict``, ``export``, the eager forward and the
 distributed chief all go through ``latest``/``find``, so a run that training
@@ -15,6 +17,7 @@ resumes is never "no checkpoint" for the others. A checkpoint that does not
 match the graph is a ``ConfigError``; a damaged one (DataLossError and other
 read failures) an ``FcnError`` naming it; both are one line and exit status 2.
 """
+import os
 import pathlib
 import time
 
@@ -83,11 +86,28 @@ def step_of(checkpoint):
     return int(str(checkpoint).rsplit("-", 1)[1])
 
 
+def _files_exist(checkpoint):
+    prefix = pathlib.Path(checkpoint)
+    return (pathlib.Path(f"{prefix}.index").is_file()
+            and any(prefix.parent.glob(f"{prefix.name}.data-*")))
+
+
 def restore(saver, session, checkpoint):
     """``saver.restore`` whose failures are one line naming the checkpoint."""
     try:
         saver.restore(session, checkpoint)
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+    except (tf.errors.NotFoundError, ValueError) as err:
+        # Found, then pruned by a running trainer (max_to_keep) before or while it was read:
+        # Saver.restore says ValueError when the index is gone, NotFoundError for the data.
+        if not _files_exist(checkpoint):
+            raise FcnError(f"{checkpoint}: checkpoint files vanished while being restored "
+                           "(a running trainer deletes old checkpoints, --max-to-keep); run "
+                           "again to use the newest one") from None
+        if isinstance(err, ValueError):
+            raise
+        raise ConfigError(f"{checkpoint}: checkpoint does not match config.json "
+                          f"({reason(err, 200)})") from None
+    except tf.errors.InvalidArgumentError as err:
         raise ConfigError(f"{checkpoint}: checkpoint does not match config.json "
                           f"({reason(err, 200)})") from None
     except tf.errors.OpError as err:  # DataLossError: a damaged file, never silently skipped
@@ -116,11 +136,7 @@ class PeriodicSaver:
         state = tf1.train.get_checkpoint_state(str(train_dir))
         if state is not None:
             self.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
-        # The loss of a step is computed before its update: an update that overflows shows in
-        # the weights first, so they are checked (all float variables, slots included) on save.
-        self.weights_finite = tf.reduce_all(tf.stack([
-            tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
-            if v.dtype.base_dtype.is_floating]))
+        self.weights_finite = weights_finite()
         self.session = session
         self.train_dir = pathlib.Path(train_dir)
         self.prefix = str(self.train_dir / PREFIX)
@@ -140,10 +156,7 @@ class PeriodicSaver:
         if step == self.last_step:
             return
         if not self.session.run(self.weights_finite):
-            raise TrainingDiverged(
-                f"weights are NaN/Inf after step {step} (the loss was still finite): training "
-                f"stopped without saving; {self.last_good()}. Lower the learning rate or check "
-                "the data")
+            raise TrainingDiverged(diverged_message(step, self.last_good()))
         try:
             path = self.saver.save(self.session, self.prefix, global_step=step)
         except (tf.errors.OpError, OSError) as err:  # a full disk, a file size limit, ...
@@ -156,6 +169,7 @@ class PeriodicSaver:
                                f"({why}); training stopped") from None
             raise FcnError(f"{prefix}: could not write checkpoint ({why}); earlier "
                            "checkpoints are kept") from None
+        sync_saved(self.train_dir, path)
         self.last_step = step
         self.last_time = time.monotonic()
         if self.clock is not None:
@@ -166,3 +180,65 @@ class PeriodicSaver:
         if self.last_step is None:
             return "no checkpoint was saved yet"
         return f"the latest checkpoint (step {self.last_step}) is the last good one"
+
+
+def weights_finite():
+    """bool scalar: every float global variable (slots included) is finite.
+
+    The loss of a step is computed before its update: an update that overflows
+    shows in the weights first, so they are checked before every save.
+    """
+    return tf.reduce_all(tf.stack([
+        tf.reduce_all(tf.math.is_finite(v)) for v in tf1.global_variables()
+        if v.dtype.base_dtype.is_floating]))
+
+
+def diverged_message(step, last_good):
+    return (f"weights are NaN/Inf after step {step} (the loss was still finite): training "
+            f"stopped without saving; {last_good}. Lower the learning rate or check the data")
+
+
+class FiniteWeightsGuard(tf1.train.CheckpointSaverListener):
+    """PeriodicSaver's NaN check for a ``tf.compat.v1.train.CheckpointSaverHook``.
+
+    ``before_save`` raises TrainingDiverged when a weight is NaN/Inf, so the
+    hook never writes such a checkpoint; ``after_save`` fsyncs what it wrote.
+    """
+
+    def __init__(self, train_dir):
+        self.train_dir = pathlib.Path(train_dir)
+        self.last_step = None
+
+    def begin(self):
+        self._finite = weights_finite()
+
+    def before_save(self, session, global_step_value):
+        if not session.run(self._finite):
+            last_good = ("no checkpoint was saved yet" if self.last_step is None else
+                         f"the latest checkpoint (step {self.last_step}) is the last good one")
+            raise TrainingDiverged(diverged_message(global_step_value, last_good))
+
+    def after_save(self, session, global_step_value):
+        self.last_step = global_step_value
+        sync_saved(self.train_dir, f"{self.train_dir / PREFIX}-{global_step_value}")
+
+
+def sync_saved(train_dir, prefix):
+    """fsyncs the files of checkpoint ``prefix``, the ``checkpoint`` state file and the dir.
+
+    TensorFlow renames them into place but does not fsync them: after a power
+    loss the state file could name a checkpoint whose data never reached the disk.
+    """
+    prefix = pathlib.Path(prefix)
+    for path in [*prefix.parent.glob(f"{prefix.name}.*"), pathlib.Path(train_dir) / "checkpoint"]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    rundir.fsync_dir(train_dir)
