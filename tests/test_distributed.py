@@ -26,6 +26,7 @@ from fcn_tf1.errors import ConfigError
 tf1 = tf.compat.v1
 TINY = ["--width", "4", "--crop-size", "64", "--batch-size", "2", "--num-prediction-pngs", "1"]
 CLUSTER = {"chief": ["h0:2222"], "worker": ["h1:2222", "h2:2222"], "ps": ["h3:2222"]}
+LOOPBACK = {"worker": ["127.0.0.1:2222", "[::1]:2223"], "ps": ["localhost:2224"]}
 
 
 def test_tasks_from_tf_config_and_cluster_file(tmp_path):
@@ -42,13 +43,45 @@ def test_tasks_from_tf_config_and_cluster_file(tmp_path):
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps({"cluster": no_chief}))
     assert cluster.task_from_file(path, "worker", 0).is_chief
-    ps = cluster.resolve_task(path, "ps", None, environ={})
+    ps = cluster.resolve_task(path, "ps", None, environ={}, allow_remote=True)
     assert ps.job_name == "ps" and ps.replica_index is None
-    # --cluster wins over TF_CONFIG; TF_CONFIG alone is used; neither: single process
+    # --cluster wins over TF_CONFIG; TF_CONFIG when asked for; neither: single process
     env = {"TF_CONFIG": json.dumps({"cluster": CLUSTER, "task": {"type": "ps", "index": 0}})}
-    assert cluster.resolve_task(path, "worker", 1, environ=env).address == "b:2"
-    assert cluster.resolve_task(environ=env).job_name == "ps"
+    assert cluster.resolve_task(path, "worker", 1, environ=env, allow_remote=True).address == "b:2"
+    assert cluster.resolve_task(environ=env, use_tf_config=True,
+                                allow_remote=True).job_name == "ps"
     assert cluster.resolve_task(environ={}) is None
+
+
+def test_tf_config_alone_does_not_join_a_cluster():
+    """A TF_CONFIG set by a platform is ignored, with a warning, unless use_tf_config."""
+    env = {"TF_CONFIG": json.dumps({"cluster": LOOPBACK, "task": {"type": "ps", "index": 0}})}
+    warnings = []
+    assert cluster.resolve_task(environ=env, warn=warnings.append) is None
+    assert len(warnings) == 1 and "TF_CONFIG is set but ignored" in warnings[0]
+    assert "--use-tf-config" in warnings[0] and "no authentication" in warnings[0]
+    assert cluster.resolve_task(environ=env, use_tf_config=True).job_name == "ps"
+    with pytest.raises(ConfigError, match="need --cluster FILE"):
+        cluster.resolve_task(None, "worker", 0, environ=env, warn=warnings.append)
+
+
+def test_remote_addresses_need_an_explicit_choice(tmp_path):
+    """The servers cannot be bound to one address: a cluster beyond loopback is refused
+    unless allow_remote (a private network the user vouches for)."""
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"cluster": CLUSTER}))
+    with pytest.raises(ConfigError, match=r"h0:2222 is not a loopback address.*"
+                                          r"--allow-remote-cluster"):
+        cluster.resolve_task(path, "worker", 0, environ={})
+    assert cluster.resolve_task(path, "worker", 0, environ={}, allow_remote=True).address == \
+        "h1:2222"
+    mixed = {"worker": ["127.0.0.1:1", "10.0.0.2:2"], "ps": ["[::1]:3"]}
+    assert cluster.remote_addresses(mixed) == ["10.0.0.2:2"]
+    assert cluster.remote_addresses(LOOPBACK) == []
+    path.write_text(json.dumps({"cluster": LOOPBACK}))
+    task = cluster.resolve_task(path, "ps", 0, environ={})
+    warning = cluster.exposure_warning(task)
+    assert "ps:0" in warning and "port 2224" in warning and "NO authentication" in warning
 
 
 @pytest.mark.parametrize("tf_config, message", [
@@ -64,7 +97,8 @@ def test_tasks_from_tf_config_and_cluster_file(tmp_path):
 ])
 def test_bad_cluster_descriptions_are_one_line_errors(tf_config, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        cluster.resolve_task(environ={"TF_CONFIG": tf_config})
+        cluster.resolve_task(environ={"TF_CONFIG": tf_config}, use_tf_config=True,
+                             allow_remote=True)
 
 
 def test_cluster_local_passes_its_config_to_the_tasks(tmp_path):
@@ -94,9 +128,11 @@ def test_cluster_local_passes_its_config_to_the_tasks(tmp_path):
 # A stand-in task for the launcher tests: no TensorFlow, behaviour chosen by TF_CONFIG.
 FAKE_TASK = r"""
 import json, os, signal, sys, time
-task = json.loads(os.environ["TF_CONFIG"])["task"]
+args = sys.argv[1:]
+task = {"type": args[args.index("--job-name") + 1], "index": args[args.index("--task-index") + 1]}
+assert json.load(open(args[args.index("--cluster") + 1]))["cluster"] and "TF_CONFIG" not in os.environ
 name = f"{task['type']}:{task['index']}"
-mode = sys.argv[1]
+mode = args[-1]
 if mode == "stubborn" and name == "worker:0":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)   # must be killed after the grace period
 print(f"hello from {name}", flush=True)
@@ -153,6 +189,72 @@ def _port_is_free(address):
         except OSError:
             return False
     return True
+
+
+def listening(port, proc_net="/proc/net"):
+    """Local addresses in LISTEN state on ``port`` in /proc/net/tcp and tcp6 (hex, as the
+    kernel writes them: 0100007F is 127.0.0.1, 000...0 the wildcard)."""
+    found = []
+    for name in ("tcp", "tcp6"):
+        with open(f"{proc_net}/{name}", encoding="ascii") as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                address, local_port = fields[1].rsplit(":", 1)
+                if fields[3] == "0A" and int(local_port, 16) == port:
+                    found.append(f"{name}:{address}")
+    return found
+
+
+# The worker of a cluster-local run whose ps task is the real `fcn-tf1 train` server: reports
+# what listens on the ps port and which interfaces exist, as seen from inside the tasks'
+# namespace, then waits until the test has looked from outside.
+CHECK_TASK = r"""
+import json, os, subprocess, sys, time
+sys.path.insert(0, os.environ["CHECK_DIR"])
+from check_helpers import listening
+args = sys.argv[1:]
+if args[args.index("--job-name") + 1] == "ps":
+    os.execv(sys.executable, [sys.executable, "-m", "fcn_tf1.cli", "train"] + args)
+spec = json.load(open(args[args.index("--cluster") + 1]))["cluster"]
+port = int(spec["ps"][0].rsplit(":", 1)[1])
+deadline = time.monotonic() + 120
+while not listening(port) and time.monotonic() < deadline:
+    time.sleep(0.2)
+interfaces = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+print("INSIDE " + json.dumps({"port": port, "listening": listening(port),
+                              "interfaces": interfaces}), flush=True)
+done = os.path.join(os.environ["CHECK_DIR"], "looked")
+while not os.path.exists(done) and time.monotonic() < deadline:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.integration
+def test_cluster_local_servers_listen_on_loopback_only(tmp_path):
+    """TensorFlow binds [::]:PORT whatever the cluster names; cluster-local's tasks run in a
+    private network namespace: the real ps server's port is open there, where loopback is
+    the only interface, and nowhere in this (the host's) namespace."""
+    helpers = pathlib.Path(__file__).read_text().split("def listening", 1)[1].split("\n\n\n")[0]
+    (tmp_path / "check_helpers.py").write_text("def listening" + helpers + "\n")
+    seen, lines = {}, []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("[worker:0] INSIDE "):
+            seen.update(json.loads(line.split("INSIDE ", 1)[1]))
+            seen["outside"] = listening(seen["port"])
+            (tmp_path / "looked").write_text("")
+    env = dict(os.environ, CHECK_DIR=str(tmp_path))
+    result = cluster_local.launch([], workers=1, ps=1, grace_secs=10, timeout_secs=180, log=log,
+                                  command=[sys.executable, "-c", CHECK_TASK], env=env)
+    if not result.isolated:
+        pytest.skip("no private network namespace here (needs CAP_SYS_ADMIN): "
+                    + next((line for line in lines if "WARNING" in line), ""))
+    assert result.exit_code == 0, "\n".join(lines[-30:])
+    assert seen["listening"], seen  # the ps server did listen, on the wildcard address
+    assert seen["interfaces"] == ["lo"], seen
+    assert seen["outside"] == [], seen
+    assert any("NO authentication" in line for line in lines if line.startswith("[ps:0]"))
 
 
 STEP_LINE = re.compile(r"^\[(worker:\d)\] step (\d+)/\d+  loss ([0-9.]+)")
@@ -285,3 +387,51 @@ def test_cluster_refuses_a_time_budget(tmp_path, default_data):
     with pytest.raises(ConfigError, match="--max-minutes 5: not supported in a cluster"):
         distributed.train_replica(requested, tmp_path / "run", chief, log=lambda *a: None)
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_chief_never_saves_nan_weights(tmp_path):
+    """The chief's CheckpointSaverHook runs checkpoints.FiniteWeightsGuard: weights that
+    turned NaN stop the run (exit status 3) before they are saved."""
+    from fcn_tf1.errors import TrainingDiverged
+    chief = cluster.task_from_tf_config(json.dumps({"cluster": LOOPBACK,
+                                                    "task": {"type": "worker", "index": 0}}))
+    config = config_lib.RunConfig(max_steps=10, save_every_steps=1, summary_every_steps=0)
+    with tf.Graph().as_default():
+        global_step = tf1.train.get_or_create_global_step()
+        weight = tf1.get_variable("w", initializer=1.0)
+        step, poison = tf1.assign_add(global_step, 1), weight.assign(float("nan"))
+        args = distributed._session_args(config, tmp_path, chief, None, "")
+        assert args["save_checkpoint_steps"] is None and args["save_checkpoint_secs"] is None
+        with pytest.raises(TrainingDiverged, match="NaN/Inf after step 2.*step 1. is the last good"):
+            with tf1.train.MonitoredTrainingSession(**args) as session:
+                session.run(step)
+                session.run(poison)
+                session.run(step)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-1")
+    assert not list(tmp_path.glob("model.ckpt-2*"))
+
+
+@pytest.mark.integration
+def test_chief_resumes_over_a_damaged_state_file(tmp_path):
+    """A garbled `checkpoint` state file: the restarted chief resumes from model.ckpt-4 (its
+    state file rewritten by checkpoints.repair_state_file) instead of starting at step 0
+    and overwriting it."""
+    train_dir = tmp_path / "run"
+    argv = TINY + ["--train-dir", str(train_dir), "--save-every-steps", "2",
+                   "--lr-schedule", "constant", "--num-prediction-pngs", "0"]
+    lines = []
+    first = cluster_local.launch(argv + ["--max-steps", "4"], workers=1, ps=1, grace_secs=20,
+                                 timeout_secs=240, log=lines.append)
+    assert first.exit_code == 0, "\n".join(lines[-20:])
+    kept = {p.name: p.read_bytes() for p in train_dir.glob("model.ckpt-4.*")}
+    assert kept
+    (train_dir / "checkpoint").write_text("garbage \x00")
+    lines.clear()
+    second = cluster_local.launch(argv + ["--max-steps", "6"], workers=1, ps=1, grace_secs=20,
+                                  timeout_secs=240, log=lines.append)
+    assert second.exit_code == 0, "\n".join(lines[-20:])
+    done = [m for m in map(DONE_LINE.match, lines) if m]
+    # 2 updates from step 4 (a stale gradient may cost one more step), not 6 from step 0
+    assert len(done) == 1 and 2 <= int(done[0][2]) <= 3 and int(done[0][3]) == 6, lines[-10:]
+    assert all((train_dir / name).read_bytes() == data for name, data in kept.items())
+    assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-6")

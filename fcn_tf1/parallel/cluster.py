@@ -5,7 +5,22 @@ API::
     ClusterTask(cluster, job_name, task_index)   this process's place in the cluster
     task_from_tf_config(text)                    the standard TF_CONFIG JSON -> ClusterTask
     task_from_file(path, job_name, task_index)   ``--cluster FILE --job-name --task-index``
-    resolve_task(cluster_file, job_name, task_index, environ)  flags first, then TF_CONFIG
+    resolve_task(cluster_file, job_name, task_index, environ, use_tf_config, allow_remote)
+                                                 --cluster FILE, or TF_CONFIG when asked for
+    remote_addresses(cluster)                    the addresses that are not loopback
+    exposure_warning(task)                       the start-up warning of every task
+
+Security: TensorFlow's gRPC server (``tf.distribute.Server``) has no
+authentication and no encryption, and it cannot be told which address to
+listen on: ``GrpcServer::Init`` binds ``0.0.0.0:PORT`` (dual stack, so
+``[::]``) whatever host the cluster spec names; ``ServerDef`` only lets one
+change the port and the protocol. So a task's port is open on every
+interface of its network namespace. Two consequences here: joining a cluster
+is always an explicit choice (``--cluster FILE``, or TF_CONFIG only with
+``use_tf_config``: cloud platforms set TF_CONFIG for jobs that never meant to
+open a server), and a cluster naming non-loopback addresses is refused
+unless ``allow_remote`` says the network is private (docs/DISTRIBUTED.md).
+``fcn-tf1 cluster-local`` runs its tasks in a private network namespace.
 
 A cluster has ``ps`` tasks (they hold the variables) and *replicas* that
 train: an optional single ``chief`` and ``worker`` tasks. The chief is
@@ -13,9 +28,11 @@ replica 0; without a ``chief`` job ``worker:0`` is the chief (the TF1
 convention). Every mistake in a description is a one-line ``ConfigError``.
 """
 import dataclasses
+import ipaddress
 import json
 import os
 import pathlib
+import sys
 from typing import Dict, Tuple
 
 from fcn_tf1.errors import ConfigError
@@ -146,18 +163,69 @@ def task_from_file(path, job_name, task_index=0):
     return task_from_tf_config(json.dumps(values), str(path), job_name, task_index)
 
 
-def resolve_task(cluster_file=None, job_name=None, task_index=None, environ=None):
+def resolve_task(cluster_file=None, job_name=None, task_index=None, environ=None,
+                 use_tf_config=False, allow_remote=False, warn=None):
     """The ClusterTask of this process, or None for single-process training.
 
-    ``--cluster FILE`` wins over the ``TF_CONFIG`` environment variable;
-    ``--job-name``/``--task-index`` may complete or override TF_CONFIG's task.
+    Args:
+      cluster_file: ``--cluster FILE``; wins over TF_CONFIG.
+      job_name, task_index: ``--job-name``/``--task-index``; complete or
+        override the task of the file or of TF_CONFIG.
+      environ: the environment (default os.environ).
+      use_tf_config: join the cluster of the ``TF_CONFIG`` environment
+        variable. Without it TF_CONFIG is ignored, with a warning: a variable a
+        cloud platform sets must not silently open an unauthenticated server.
+      allow_remote: accept addresses that are not loopback (a private network
+        the user vouches for); otherwise such a cluster is a ConfigError.
+      warn: callable(str) for the warning (default: a line on stderr).
     """
     environ = os.environ if environ is None else environ
-    if cluster_file is not None:
-        return task_from_file(cluster_file, job_name, 0 if task_index is None else task_index)
+    warn = warn or (lambda line: print(f"fcn-tf1: warning: {line}", file=sys.stderr, flush=True))
     text = environ.get("TF_CONFIG", "").strip()
-    if text:
-        return task_from_tf_config(text, "TF_CONFIG", job_name, task_index)
-    if job_name is not None or task_index is not None:
-        raise ConfigError("--job-name/--task-index need --cluster FILE or TF_CONFIG")
-    return None
+    if cluster_file is not None:
+        task = task_from_file(cluster_file, job_name, 0 if task_index is None else task_index)
+        source = str(cluster_file)
+    elif text and use_tf_config:
+        task = task_from_tf_config(text, "TF_CONFIG", job_name, task_index)
+        source = "TF_CONFIG"
+    else:
+        if text:
+            warn("TF_CONFIG is set but ignored: this process trains on its own. To join the "
+                 "cluster it describes, pass --use-tf-config (TensorFlow's cluster runtime "
+                 "has no authentication: see docs/DISTRIBUTED.md)")
+        if job_name is not None or task_index is not None:
+            raise ConfigError("--job-name/--task-index need --cluster FILE "
+                              "(or TF_CONFIG with --use-tf-config)")
+        return None
+    remote = remote_addresses(task.cluster)
+    if remote and not allow_remote:
+        raise ConfigError(
+            f"{source}: {remote[0]} is not a loopback address; TensorFlow's cluster runtime has "
+            "no authentication and listens on every interface: run the cluster on a private "
+            "network and pass --allow-remote-cluster (docs/DISTRIBUTED.md)")
+    return task
+
+
+def _is_loopback(address):
+    host = address.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def remote_addresses(cluster):
+    """The task addresses of ``cluster`` that are not loopback (127.0.0.0/8, ::1, localhost)."""
+    return [a for hosts in cluster.values() for a in hosts if not _is_loopback(a)]
+
+
+def exposure_warning(task):
+    """The start-up warning of a task: what anyone who reaches its port can do."""
+    port = task.address.rpartition(":")[2]
+    return (f"{task.job_name}:{task.task_index} opens TensorFlow's gRPC server on port {port} "
+            "of EVERY network interface of its network namespace (TensorFlow cannot bind one "
+            "address), with NO authentication and NO encryption: whoever reaches the port can "
+            "read and change the model and run code in this process. Use a private network "
+            "or a network namespace (docs/DISTRIBUTED.md)")

@@ -39,6 +39,7 @@ import contextlib
 import logging
 import pathlib
 import statistics
+import sys
 import time
 
 import tensorflow as tf
@@ -47,6 +48,7 @@ from fcn_tf1 import batches, checkpoints, graph, load_run, rundir, run_setup, si
 from fcn_tf1 import config as config_lib
 from fcn_tf1 import validation
 from fcn_tf1.errors import ConfigError, FcnError
+from fcn_tf1.parallel import cluster as cluster_lib
 
 tf1 = tf.compat.v1
 # A step that waits longer than this for its peers is cancelled and retried, so that a
@@ -57,10 +59,20 @@ STEP_TIMEOUT_FACTOR = 20  # ... or this many typical step times, whichever is lo
 STOP_GRACE_SECS = 3
 
 
+def _start_server(task):
+    """This task's ``tf.distribute.Server``, after the warning that it has no authentication.
+
+    TensorFlow binds it to every interface (cluster.exposure_warning says why this
+    cannot be changed); cluster.resolve_task refuses non-loopback clusters unless asked.
+    """
+    print(f"fcn-tf1: warning: {cluster_lib.exposure_warning(task)}", file=sys.stderr, flush=True)
+    return tf.distribute.Server(task.cluster_spec(), job_name=task.job_name,
+                                task_index=task.task_index, start=True)
+
+
 def serve(task, log=print, stop=None):
     """A ps task: starts its server and serves the variables until SIGINT/SIGTERM."""
-    server = tf.distribute.Server(task.cluster_spec(), job_name=task.job_name,
-                                  task_index=task.task_index, start=True)
+    server = _start_server(task)
     log(f"{task.job_name}:{task.task_index} serving variables at {task.address} "
         f"({server.target}); stop with SIGTERM")
     # Wait in Python, not server.join(): join() blocks in C++ where no signal handler runs.
@@ -191,7 +203,7 @@ def _session_args(config, train_dir, task, sync_optimizer, master):
         hooks.append(sync_optimizer.make_session_run_hook(task.is_chief))
         if task.is_chief:
             hooks.append(_ReleasePeersHook(sync_optimizer, task.num_replicas))
-    # MonitoredTrainingSession takes steps or seconds, not both; and the run must end
+    # CheckpointSaverHook takes steps or seconds, not both; and the run must end
     # with a checkpoint even when periodic saving is off.
     save_steps = config.save_every_steps or (None if config.save_every_secs else config.max_steps)
 
@@ -202,11 +214,18 @@ def _session_args(config, train_dir, task, sync_optimizer, master):
         saver=tf1.train.Saver(sharded=True, max_to_keep=config.max_to_keep,
                               save_relative_paths=True),  # a run dir can be moved
         init_fn=load_vgg16 if config.vgg16_weights else None)
+    if task.is_chief:
+        # The chief's own saver hook instead of MonitoredTrainingSession's: that one takes no
+        # listeners, and NaN weights must never be saved (checkpoints.FiniteWeightsGuard).
+        # First in the list, so its final save comes before _ReleasePeersHook.end.
+        hooks.insert(0, tf1.train.CheckpointSaverHook(
+            str(train_dir), save_steps=save_steps,
+            save_secs=None if save_steps else config.save_every_secs, scaffold=scaffold,
+            listeners=[checkpoints.FiniteWeightsGuard(train_dir)], save_graph_def=False))
     return dict(
         master=master, is_chief=task.is_chief, scaffold=scaffold, hooks=hooks,
         checkpoint_dir=str(train_dir) if task.is_chief else None,
-        save_checkpoint_steps=save_steps,
-        save_checkpoint_secs=None if save_steps else config.save_every_secs,
+        save_checkpoint_steps=None, save_checkpoint_secs=None,  # the hook above saves
         save_summaries_steps=config.summary_every_steps or None, save_summaries_secs=None,
         log_step_count_steps=config.summary_every_steps or None,
         # only ps and this task: a replica never waits for, or depends on, another one
@@ -218,8 +237,7 @@ def _session_args(config, train_dir, task, sync_optimizer, master):
 
 def _train(run, task, shard, sync):
     config, train_dir, stop, log = run.config, run.train_dir, run.stop, run.log
-    server = tf.distribute.Server(task.cluster_spec(), job_name=task.job_name,
-                                  task_index=task.task_index, start=True)
+    server = _start_server(task)
     holder = []
 
     def wrap(optimizer):
