@@ -1,6 +1,7 @@
 """Decoding untrusted input files into numpy, every failure one ``DataError`` line.
 
-    decode_image(path, check_header=None)   -> a loaded PIL image (JPEG, PNG, ...)
+    decode_image(path, check_header=None)   -> a loaded PIL image (JPEG or PNG only)
+    read_rgb(path, max_pixels=None)         -> uint8 [H, W, 3]: any JPEG/PNG, EXIF-rotated
     read_mat_class_map(path, variable)      -> the raw class map array of a .mat file
     check_mat5_types(path, variable)        raises DataError before scipy.io may crash
 
@@ -14,13 +15,18 @@ import zlib
 
 import numpy as np
 import scipy.io
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fcn_tf1.errors import DataError, reason
 
 
+# Only these decoders ever see an input: Pillow would otherwise pick one by content, and
+# some hand the file to other programs (EPS to Ghostscript) or to rarely used parsers.
+IMAGE_FORMATS = ("JPEG", "PNG")
+
+
 def decode_image(path, check_header=None):
-    """Opens and fully decodes any image file Pillow reads (JPEG, PNG, ...).
+    """Opens and fully decodes a JPEG or PNG file (whatever its name says).
 
     Args:
         path: the image file.
@@ -37,7 +43,7 @@ def decode_image(path, check_header=None):
     """
     path = pathlib.Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=list(IMAGE_FORMATS)) as image:
             if check_header is not None:
                 check_header(image)
             image.load()
@@ -49,9 +55,61 @@ def decode_image(path, check_header=None):
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, not an image file") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (corrupt or not an image file)") from None
+        raise DataError(f"{path}: not a readable image (corrupt, or not a JPEG or PNG "
+                        "file)") from None
     except Exception as err:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
         raise DataError(f"{path}: corrupt or truncated image ({reason(err)})") from None
+
+
+# modes a JPEG or PNG decodes to that Pillow converts to RGB without losing range
+_TO_RGB = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr",
+                     "RGBa"})
+_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # 16-bit grey PNGs
+
+
+def read_rgb(path, max_pixels=None):
+    """An image to predict on: any JPEG or PNG -> uint8 [H, W, 3] RGB, upright.
+
+    The EXIF orientation is applied (a phone photo is stored sideways with a
+    tag saying so), grey, palette, alpha and CMYK images are converted to RGB,
+    16-bit grey is scaled to 8 bit (65535 -> 255, not clipped at 255).
+
+    Args:
+        path: the image file.
+        max_pixels: refuse larger images before decoding them (None: no limit).
+
+    Raises:
+        DataError: missing, not JPEG/PNG, corrupt, empty, too large, or a mode
+            that has no RGB meaning.
+    """
+    path = pathlib.Path(path)
+
+    def check(image):
+        if image.width < 1 or image.height < 1:
+            raise DataError(f"{path}: empty image")
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise DataError(f"{path}: image is {image.width}x{image.height}, more than the "
+                            f"{max_pixels / 1e6:.1f} Mpx allowed; downscale it first")
+    image = decode_image(path, check_header=check)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as err:  # a damaged EXIF block: Pillow raises many kinds
+        raise DataError(f"{path}: unreadable EXIF orientation ({reason(err)})") from None
+    if image.mode in _WIDE_GREY:
+        grey = np.asarray(image, dtype=np.int64).clip(0, 65535)
+        grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode not in _TO_RGB:
+        raise DataError(f"{path}: image mode {image.mode} is not supported (expected RGB, "
+                        "grey, palette or 16-bit grey)")
+    try:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception as err:
+        raise DataError(f"{path}: cannot convert image mode {image.mode} to RGB "
+                        f"({reason(err)})") from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(f"{path}: decoded to shape {rgb.shape}, expected [H, W, 3]")
+    return np.ascontiguousarray(rgb)
 
 
 def read_mat_class_map(path, variable):

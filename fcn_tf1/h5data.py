@@ -171,6 +171,31 @@ def _remove_dead_parts(out):
                 part.unlink()
 
 
+def _check_stored_here(f, key, path):
+    """DataError unless ``f[key]`` is a dataset whose data is inside the file itself.
+
+    HDF5 can make a name point elsewhere: soft and external links, external
+    storage (raw data in other files, named by the file) and virtual datasets
+    (assembled from other files). Any of them lets a downloaded data file read
+    files of the reader's choosing, so none is followed.
+    """
+    link = f.get(key, getlink=True)
+    if link is None:
+        raise DataError(f"{path}: no dataset '{key}' (not a file made by `fcn-tf1 prepare`)")
+    if not isinstance(link, h5py.HardLink):
+        kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+        raise DataError(f"{path}: '{key}' is {kind}; only datasets stored in the file are read")
+    dataset = f.get(key)
+    if not isinstance(dataset, h5py.Dataset):
+        raise DataError(f"{path}: no dataset '{key}' (not a file made by `fcn-tf1 prepare`)")
+    if dataset.is_virtual:
+        raise DataError(f"{path}: '{key}' is a virtual dataset; only datasets stored in the "
+                        "file are read")
+    if dataset.external:
+        raise DataError(f"{path}: '{key}' keeps its data in external files; only datasets "
+                        "stored in the file are read")
+
+
 class H5Dataset:
     """Read-only, validated access to a prepared HDF5 file (a context manager).
 
@@ -205,8 +230,7 @@ class H5Dataset:
     def _validate(self):
         f, p = self._file, self.path
         for key in ("images", "labels", "names"):
-            if not isinstance(f.get(key), h5py.Dataset):
-                raise DataError(f"{p}: no dataset '{key}' (not a file made by `fcn-tf1 prepare`)")
+            _check_stored_here(f, key, p)
         images, labels, names = f["images"], f["labels"], f["names"]
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise DataError(f"{p}: images is {images.dtype} {images.shape}, "
