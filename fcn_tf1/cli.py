@@ -29,8 +29,12 @@ def _add_prepare(subparsers):
     p.add_argument("--out", required=True, type=pathlib.Path, help="output HDF5 file")
     p.add_argument("--limit-per-category", type=int, default=None,
                    help="keep only the first K names of each scene category (to build small samples)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: number of cores)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="decoding processes on this machine (default: number of cores)")
+    p.add_argument("--workers", type=int, dest="processes", default=None,
+                   help=argparse.SUPPRESS)  # its earlier name: not a cluster's workers
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_prepare)
 
@@ -39,8 +43,8 @@ def _run_prepare(args):
     from fcn_tf1 import h5data
     summary = h5data.prepare(args.data_dir, args.out, split=args.split,
                              names_file=args.names_file,
-                             limit_per_category=args.limit_per_category, workers=args.workers,
-                             progress=not args.quiet)
+                             limit_per_category=args.limit_per_category, workers=args.processes,
+                             progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {summary['path']}: {summary['num_images']} images of {summary['source_split']}, "
           f"{summary['file_bytes'] / 2**20:.1f} MiB, {100 * summary['void_fraction']:.1f}% void "
           f"pixels, {summary['seconds']:.1f} s")

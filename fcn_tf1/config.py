@@ -39,6 +39,7 @@ RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
+    "allow_other_data",
 })
 
 
@@ -78,6 +79,10 @@ class RunConfig:
     ``max_steps``, ``max_minutes`` (a wall-clock budget for training, counted
     across restarts by run_clock.RunClock; 0 = none).
     Bookkeeping: checkpoint, summary, evaluation and logging intervals.
+    ``data_fingerprint`` (h5data.fingerprint of ``data``, stored when the run
+    starts or resumes; None in config.json files written before it existed): a
+    resumed run on a data file with another fingerprint is refused unless
+    ``allow_other_data`` (an override for that one start; saved as false).
     """
     # model
     num_classes: int = 33
@@ -97,6 +102,8 @@ class RunConfig:
     class_priors: Optional[Tuple[float, ...]] = None
     # data
     data: str = str(paths.DEFAULT_DATA)  # the embedded sample
+    data_fingerprint: Optional[str] = None
+    allow_other_data: bool = False
     val_fraction: float = 0.1
     batch_size: int = 8
     crop_size: Optional[int] = 128
@@ -266,7 +273,7 @@ def from_dict(values, source="config"):
         if isinstance(kwargs["dropout"], bool) or not isinstance(kwargs["dropout"], (int, float)):
             raise ConfigError(f"{source}: dropout must be a number or null")
         kwargs["dropout"] = _as_float(kwargs["dropout"], source, "dropout")
-    for name in ("vgg16_weights",):
+    for name in ("vgg16_weights", "data_fingerprint"):
         if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
             raise ConfigError(f"{source}: {name} must be a string or null")
     try:

@@ -10,7 +10,8 @@ The HDF5 layout, written by :func:`prepare` and checked by :class:`H5Dataset`::
 
 API::
 
-    prepare(data_dir, out_path, split=None, names_file=None, ...)   -> summary dict
+    prepare(data_dir, out_path, split=None, names_file=None, ..., overwrite=False) -> summary
+    fingerprint(path)                   "bytes:images:sha256" of what the file holds
     H5Dataset(path)                     validated read-only access (a context manager):
         .names, .class_names, .num_classes, .void_label, .image_shape, len()
         .image(i), .label(i)            one image / label map, labels checked on read
@@ -22,6 +23,7 @@ Batches for training and evaluation are streamed from this file by fcn_tf1.batch
 """
 import contextlib
 import glob
+import hashlib
 import os
 import pathlib
 import secrets
@@ -104,13 +106,14 @@ def _write(part, names, tasks, class_names, source, workers, progress):
 
 
 def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=None,
-            workers=None, progress=True):
+            workers=None, progress=True, overwrite=False):
     """Converts the released SIFT Flow layout into one HDF5 file, atomically.
 
     Every listed name must have its image and label file (checked before any
     decoding). The file is written to a temporary name in the output directory
     and renamed at the end; on any error or interrupt the temporary file is
-    removed and a file already at ``out_path`` is left untouched.
+    removed and a file already at ``out_path`` is left untouched. An existing
+    ``out_path`` is replaced only with ``overwrite``.
 
     Args:
         data_dir: SIFT Flow root (Images/, SemanticLabels/, SPLIT.txt).
@@ -120,6 +123,7 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
         limit_per_category: keep only the first K names of each scene category.
         workers: decoding processes (default: the usable cores; 1 = in-process).
         progress: show a tqdm bar on stderr.
+        overwrite: replace a file already at ``out_path`` (else DataError).
 
     Returns:
         dict with path, num_images, per_category (dict), void_fraction, file_bytes,
@@ -139,16 +143,27 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count()
     if workers < 1:
-        raise ConfigError(f"--workers {workers}: must be >= 1")
+        raise ConfigError(f"--processes {workers}: must be >= 1")
     if out.is_dir():
         raise DataError(f"{out}: is a directory, expected an HDF5 file name")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise DataError(f"{out}: already exists; pass --overwrite to replace it")
     class_names = siftflow.read_class_names(data_dir)
     part = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_parts(out)
         void_pixels = _write(part, names, tasks, class_names, source, workers, progress)
-        os.replace(part, out)
+        _fsync_file(part)
+        if overwrite:
+            os.replace(part, out)
+        else:  # a link fails if a file took the name meanwhile: never replaced unasked
+            try:
+                os.link(part, out)
+            except FileExistsError:
+                raise DataError(f"{out}: already exists; pass --overwrite to replace it") from None
+            part.unlink()
+        rundir.fsync_dir(out.parent)
     except BaseException as err:
         with contextlib.suppress(OSError):
             part.unlink()
@@ -159,6 +174,37 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
             "per_category": dict(Counter(siftflow.category_of(n) for n in names)),
             "void_fraction": void_pixels / (len(names) * IMAGE_SIZE * IMAGE_SIZE),
             "file_bytes": out.stat().st_size, "seconds": time.perf_counter() - start}
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+FINGERPRINT_SAMPLES = 64
+
+
+def fingerprint(path):
+    """A cheap identity of a prepared file's contents: ``"BYTES:IMAGES:SHA256"``.
+
+    The hash covers every name, the shapes and up to 64 evenly spaced label maps
+    (their decoded bytes, so re-compressing the same data keeps the fingerprint);
+    a resumed run compares it to the one in config.json (run_setup.prepare_run).
+    """
+    path = pathlib.Path(path)
+    with H5Dataset(path) as data:
+        digest = hashlib.sha256()
+        digest.update(repr((len(data), data.image_shape, data.num_classes,
+                            data.void_label)).encode())
+        for name in data.names:
+            digest.update(name.encode("utf-8") + b"\0")
+        count = min(len(data), FINGERPRINT_SAMPLES)
+        for index in sorted({int(i) for i in np.linspace(0, len(data) - 1, count)}):
+            digest.update(np.ascontiguousarray(data.label(index)).tobytes())
+        return f"{path.stat().st_size}:{len(data)}:{digest.hexdigest()[:32]}"
 
 
 def _remove_dead_parts(out):

@@ -3,6 +3,7 @@
 API::
 
     resolve_config(requested, train_dir, explicit=())   -> (RunConfig, resuming)
+    with_data_fingerprint(config, train_dir, resuming)   the data file checked and recorded
     with_class_statistics(config, dataset, train_indices, log)   class weights / priors
     prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve=True,
                 write_config=True, check=None, where="")   -> Run
@@ -98,6 +99,24 @@ def _with_class_priors(config, counts, log):
     return config.replace(class_priors=priors)
 
 
+def with_data_fingerprint(config, train_dir, resuming):
+    """``config`` with the fingerprint of its data file (h5data.fingerprint).
+
+    A resumed run whose config.json holds another fingerprint is refused
+    (ConfigError, one line) unless ``config.allow_other_data``: the data order,
+    the split and the class statistics of the run belong to that file. A
+    config.json without one (written before fingerprints) gets one now.
+    """
+    current = h5data.fingerprint(config.data)
+    saved = config.data_fingerprint
+    if resuming and saved is not None and saved != current and not config.allow_other_data:
+        raise ConfigError(
+            f"{pathlib.Path(train_dir) / config_lib.CONFIG_NAME}: the run was trained on a data "
+            f"file with fingerprint {saved}, {config.data} has {current} (another file, or "
+            "changed); resume with the same data, or pass --allow-other-data to go on anyway")
+    return config.replace(data_fingerprint=current)
+
+
 def prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve=True,
                 write_config=True, check=None, where=""):
     """Resolves the config, splits the data, counts class statistics, saves config.json.
@@ -122,6 +141,7 @@ def prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve
                         else (requested, False))
     if check is not None:
         check(config)
+    config = with_data_fingerprint(config, train_dir, resuming)
     with h5data.H5Dataset(config.data) as dataset:
         class_names = list(dataset.class_names)
         train_indices, val_indices = dataset.split(config.val_fraction)
@@ -129,8 +149,8 @@ def prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve
             raise FcnError(f"{config.data}: no training images after the validation split")
         config = with_class_statistics(config, dataset, train_indices,
                                        log if write_config else (lambda *a: None))
-    if write_config:
-        config_lib.save(config, train_dir)
+    if write_config:  # the override holds for this start only
+        config_lib.save(config.replace(allow_other_data=False), train_dir)
     return Run(config=config, train_dir=train_dir, resuming=resuming, class_names=class_names,
                train_indices=list(train_indices), val_indices=list(val_indices),
                stop=stop or (lambda: False), log=log, where=where)

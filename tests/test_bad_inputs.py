@@ -42,8 +42,8 @@ def make_root(tmp_path, names=GOOD):
 def run_prepare(tmp_path, root, *extra):
     out = tmp_path / "out" / "data.h5"
     args = ["prepare", "--data-dir", str(root), "--out", str(out), "--quiet", *extra]
-    if "--workers" not in extra:
-        args += ["--workers", "1"]
+    if "--processes" not in extra:
+        args += ["--processes", "1"]
     return main(args), out
 
 
@@ -74,7 +74,7 @@ def test_truncated_jpeg(tmp_path, capsys, workers):
     write_jpeg(image)
     image.write_bytes(image.read_bytes()[:20000])
     scipy.io.savemat(label, {"S": _class_map()})
-    status, out = run_prepare(tmp_path, root, "--workers", workers)
+    status, out = run_prepare(tmp_path, root, "--processes", workers)
     assert_one_line_error(capsys, status, out, image, "image file is truncated")
 
 
@@ -213,7 +213,7 @@ def test_failure_keeps_an_existing_output(tmp_path, capsys):
     out = tmp_path / "out" / "data.h5"
     out.parent.mkdir()
     out.write_bytes(b"an earlier file")
-    status, _ = run_prepare(tmp_path, root)
+    status, _ = run_prepare(tmp_path, root, "--overwrite")
     assert status == 2 and "grayscale" in capsys.readouterr().err
     assert out.read_bytes() == b"an earlier file" and len(list(out.parent.iterdir())) == 1
 
@@ -310,7 +310,7 @@ def test_output_not_writable(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     status = main(["prepare", "--data-dir", str(root), "--out", str(blocker / "data.h5"),
-                   "--quiet", "--workers", "1"])
+                   "--quiet", "--processes", "1"])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"fcn-tf1: error: {blocker / 'data.h5'}: cannot write")

@@ -112,7 +112,8 @@ def test_prepare_failure_leaves_existing_output_untouched(siftflow_root, tmp_pat
 
     monkeypatch.setattr(siftflow, "read_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        h5data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False)
+        h5data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False,
+                       overwrite=True)
     assert out.read_bytes() == b"previous" and len(calls) == 3
     assert [p.name for p in out.parent.iterdir()] == ["data.h5"]  # no temporary file left
 

@@ -197,7 +197,7 @@ def fuzz_prepare(workdir, trials, seed=0):
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             status = cli.main(["prepare", "--data-dir", str(root), "--out", str(out), "--quiet",
-                               "--workers", "2" if trial % 8 == 7 else "1"])
+                               "--processes", "2" if trial % 8 == 7 else "1"])
         outcome = _prepare_outcome(status, err.getvalue(), out, victim)
         counts["cases"] += 1
         if outcome in ("accepted", "rejected"):

@@ -206,7 +206,7 @@ def killed_prepare(workdir, kills, seed=0):
     out = pathlib.Path(workdir) / "out" / "data.h5"
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, "-m", "fcn_tf1.cli", "prepare", "--data-dir",
-                                 str(root), "--out", str(out), "--quiet", "--workers", "2"],
+                                 str(root), "--out", str(out), "--quiet", "--processes", "2"],
                                 cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(0.5, 4.0))
         proc.kill()
