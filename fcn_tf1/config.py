@@ -39,7 +39,7 @@ RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
-    "allow_other_data",
+    "allow_other_data", "init_from",
 })
 
 
@@ -90,6 +90,7 @@ class RunConfig:
     backbone: str = "compact"
     width: int = 16
     vgg16_weights: Optional[str] = None
+    init_from: Optional[str] = None  # a run dir or checkpoint the new run starts from
     dropout: Optional[float] = None
     input_scale: float = 1.0
     # loss
@@ -273,7 +274,7 @@ def from_dict(values, source="config"):
         if isinstance(kwargs["dropout"], bool) or not isinstance(kwargs["dropout"], (int, float)):
             raise ConfigError(f"{source}: dropout must be a number or null")
         kwargs["dropout"] = _as_float(kwargs["dropout"], source, "dropout")
-    for name in ("vgg16_weights", "data_fingerprint"):
+    for name in ("vgg16_weights", "data_fingerprint", "init_from"):
         if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
             raise ConfigError(f"{source}: {name} must be a string or null")
     try:

@@ -26,7 +26,7 @@ import time
 import tensorflow as tf
 
 from fcn_tf1 import batches, checkpoints, graph, rundir, run_clock, run_setup, signals, steps
-from fcn_tf1 import summaries, validation
+from fcn_tf1 import summaries, validation, warm_start
 
 tf1 = tf.compat.v1
 # TensorBoard event files: TRAIN_DIR/train and TRAIN_DIR/validation (summaries.py)
@@ -87,6 +87,14 @@ def _run(run, devices, session_config):
                     run.log("the checkpoint state file is missing or unreadable: using the "
                             "newest complete checkpoint")
                 run.log(f"restored {checkpoint}")
+                if config.init_from:
+                    run.log(f"--init-from {config.init_from} ignored: the run resumes from its "
+                            "own checkpoint")
+            elif config.init_from:
+                source = warm_start.source_checkpoint(config.init_from)
+                planned = warm_start.plan(source, tf1.global_variables())
+                warm_start.initialise(session, source, planned)
+                run.log(warm_start.describe(source, planned))
             elif config.vgg16_weights:
                 from fcn_tf1 import vgg16_weights
                 vgg16_weights.load_vgg16_weights(session, config.vgg16_weights)

@@ -1,0 +1,116 @@
+"""--init-from: a new run starts from another run's weights (FCN's staged 32s -> 16s -> 8s)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcn_tf1 import cli, config as config_lib, graph, h5data, model, train, warm_start
+from fcn_tf1.errors import ConfigError
+
+tf1 = tf.compat.v1
+
+
+def tiny(data, **changes):
+    values = dict(data=str(data), width=4, crop_size=64, batch_size=2, max_steps=4,
+                  save_every_steps=0, save_every_secs=0, summary_every_steps=0,
+                  image_summary_every_steps=0, log_every_steps=0, num_prediction_pngs=0,
+                  eval_every_steps=0)
+    values.update(changes)
+    return config_lib.RunConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def run32(tmp_path_factory, default_data):
+    train_dir = tmp_path_factory.mktemp("fcn32s")
+    train.train(tiny(default_data, variant="fcn32s"), train_dir, log=lambda *a: None)
+    return train_dir
+
+
+def _endpoints(config, checkpoint, images, init_from=None):
+    """score_fr and logits of ``config``'s net, restored from ``checkpoint`` or initialised
+    from ``init_from`` as a new run would be."""
+    with tf.Graph().as_default():
+        tf1.set_random_seed(config.seed)
+        x = tf1.placeholder(tf.float32, [None, None, None, 3])
+        logits, ends = model.inference_endpoints(
+            x, num_classes=33, variant=config.variant, width=config.width, is_training=False)
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            if init_from is None:
+                tf1.train.Saver().restore(session, checkpoint)
+            else:
+                warm_start.initialise(session, init_from,
+                                      warm_start.plan(init_from, tf1.global_variables()))
+            values = session.run({"logits": logits, "score_fr": ends["score_fr"],
+                                  "pool4": ends.get("score_pool4", ends["score_fr"])},
+                                 {x: images})
+            weights = {v.op.name: session.run(v) for v in tf1.global_variables()}
+    return values, weights
+
+
+def test_fcn16s_from_fcn32s_starts_where_fcn32s_ended(run32, default_data):
+    with h5data.H5Dataset(default_data) as data:
+        images = np.stack([data.image(i) for i in range(2)]).astype(np.float32)
+    source = warm_start.source_checkpoint(run32)
+    c32 = tiny(default_data, variant="fcn32s")
+    old, old_weights = _endpoints(c32, source, images)
+    new, new_weights = _endpoints(c32.replace(variant="fcn16s"), None, images, init_from=source)
+    # every variable the two nets share is copied bit for bit; the new skip starts at zero
+    shared = set(old_weights) & set(new_weights)
+    assert {"fcn/conv1_1/weights", "fcn/score_fr/weights", "fcn/conv1_1/moving_mean"} <= shared
+    for name in shared:
+        np.testing.assert_array_equal(new_weights[name], old_weights[name], err_msg=name)
+    assert not new_weights["fcn/score_pool4/weights"].any()
+    assert not new_weights["fcn/score_pool4/biases"].any()
+    # so the coarse scores are exactly FCN-32s's and the skip adds nothing ...
+    np.testing.assert_array_equal(new["score_fr"], old["score_fr"])
+    assert not new["pool4"].any()
+    # ... and the logits are FCN-32s's scores upsampled 2x then 16x instead of 32x in one go:
+    # half-pixel bilinear steps do not compose exactly (the 2x grid has its knots between
+    # the coarse ones), so they agree closely, not bit for bit
+    with tf.Graph().as_default():
+        coarse = old["score_fr"].shape[1:3]
+        full = old["logits"].shape[1:3]
+        two_steps = tf.image.resize(tf.image.resize(old["score_fr"], [2 * n for n in coarse]),
+                                    full)
+        one_step = tf.image.resize(old["score_fr"], full)
+        with tf1.Session() as session:
+            two_steps, one_step = session.run([two_steps, one_step])
+    np.testing.assert_allclose(new["logits"], two_steps, atol=1e-4)
+    np.testing.assert_allclose(old["logits"], one_step, atol=1e-4)
+    assert (new["logits"].argmax(-1) == old["logits"].argmax(-1)).mean() > 0.9
+
+
+def test_init_from_through_the_command_line(run32, tmp_path, capsys):
+    run16 = tmp_path / "fcn16s"
+    tiny_words = ["--width", "4", "--crop-size", "64", "--batch-size", "2", "--max-steps", "2",
+                  "--eval-every-steps", "0", "--num-prediction-pngs", "0"]
+    assert cli.main(["train", "--variant", "fcn16s", "--init-from", str(run32),
+                     "--train-dir", str(run16)] + tiny_words) == 0
+    out = capsys.readouterr().out
+    assert "initialised from" in out and "3 new (fcn/score_pool4/weights" in out
+    assert config_lib.load(run16).init_from == str(run32)
+    # resuming ignores it, and says so
+    assert cli.main(["train", "--variant", "fcn16s", "--init-from", str(run32),
+                     "--train-dir", str(run16)] + tiny_words[:-4] + ["--max-steps", "3"]) == 0
+    resumed = capsys.readouterr().out
+    assert f"--init-from {run32} ignored: the run resumes from its own checkpoint" in resumed
+    assert "initialised from" not in resumed
+
+
+def test_init_from_refuses_what_does_not_fit(run32, default_data, tmp_path, capsys):
+    source = warm_start.source_checkpoint(run32)
+    with tf.Graph().as_default():
+        graph.build_inference_graph(tiny(default_data, width=8))
+        with pytest.raises(ConfigError, match="match by name but not by shape, e.g. fcn/"):
+            warm_start.plan(source, tf1.global_variables())
+    with tf.Graph().as_default():
+        tf1.get_variable("something/else", [3])
+        with pytest.raises(ConfigError, match="none of this model's variables"):
+            warm_start.plan(source, tf1.global_variables())
+    assert cli.main(["train", "--width", "8", "--init-from", str(run32), "--train-dir",
+                     str(tmp_path / "wide"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not by shape" in err[0]
+    assert cli.main(["train", "--init-from", str(tmp_path / "nothing"), "--train-dir",
+                     str(tmp_path / "x"), "--max-steps", "1"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
