@@ -63,7 +63,8 @@ def test_sigkill_mid_save_resumes_from_latest_checkpoint(tmp_path, finished_run)
     assert killed["status"] == -signal.SIGKILL and killed["restored"] == 4, killed
     assert killed["moment"].startswith("mid-save (") and killed["in_flight"], killed
     assert killed["latest"] >= 4 and killed["lost_steps"] <= 2, killed  # one save interval
-    assert killed["lock_left"] and result["stale_locks"] == 1
+    assert killed["lock_left"] and killed["lock_free"] and not killed["refused"]
+    assert result["stale_locks"] == 1 and result["stale_locks_taken"] == 1
     final = result["final"]
     assert final["status"] == 0 and final["latest"] == 10 and not final["traceback"], final
     assert final["resumed_from_latest"], final
@@ -275,3 +276,21 @@ def test_second_trainer_is_refused_and_the_first_finishes(tmp_path, capsys):
         assert first.wait() == 0, first.err_lines[-3:]
     assert check_checkpoints(run) == 6 and (run / "metrics.json").is_file()
     assert not (run / rundir.LOCK_NAME).exists()
+
+
+# --- 6. interrupted final validation, a cluster's chief killed ------------------------------
+
+
+@pytest.mark.parametrize("previous", [True, False])
+def test_sigint_during_the_final_validation_keeps_metrics_json(tmp_path, previous):
+    """metrics.json stays the previous complete one (or absent): never the cut-short pass."""
+    out = scenarios.interrupted_final_validation(tmp_path, previous)
+    assert out["stopped_by"] == "SIGINT" and out["step"] == 4 and out["latest"] == 4, out
+    assert out["unchanged"], out
+    assert out["before_step"] == (2 if previous else None)
+
+
+@pytest.mark.slow
+def test_killed_chief_of_a_cluster_resumes_when_restarted(tmp_path):
+    out = scenarios.distributed_kill(tmp_path, "chief", log=lambda *a: None)
+    assert out["ok"], out

@@ -10,6 +10,13 @@ Readers (each gets an equal share of ``--seconds``):
     batches  batches.iterate_batches and batches.BatchStream over the same mutated files
     rgb      predict.read_rgb, what `fcn-tf1 predict` decodes (imports TensorFlow)
 
+HDF5 cases whose edits touch a global heap collection of the seed file (where
+variable-length strings live: ``names``, ``class_names``) are *skipped*, and
+counted as such: libhdf5 1.14 (h5py 3.14) loops forever reading a vlen string
+whose heap object size is corrupt (bench/README.md), a hang no reader can
+catch. Skipping them by position, not by time, keeps the rest of the hdf5
+budget the same on a slow machine and a fast one.
+
 A case is *accepted* (a valid array comes back) or *rejected* with a DataError
 ``<path>: <reason>`` on one line. Anything else is a finding: another exception,
 a message on several lines or not naming the file, or a case slower than
@@ -121,6 +128,33 @@ def _watchdog(started, out_dir, hang):
     threading.Thread(target=watch, name="fuzz-watchdog", daemon=True).start()
 
 
+def heap_ranges(data):
+    """[start, end) of every global heap collection ("GCOL", its size 8 bytes later) in an
+    HDF5 file's bytes (8-byte lengths and offsets, as h5py writes them)."""
+    ranges, at = [], data.find(b"GCOL")
+    while at != -1:
+        size = int.from_bytes(data[at + 8:at + 16], "little")
+        if 16 <= size <= len(data) - at:
+            ranges.append((at, at + size))
+        at = data.find(b"GCOL", at + 4)
+    return ranges
+
+
+def touches(valid, mutated, ranges):
+    """Whether ``mutated`` differs from ``valid`` inside one of ``ranges``: compared from the
+    start up to the first difference and, for the rest, aligned from the end (an insert or
+    a cut shifts what follows it)."""
+    first = next((i for i, (a, b) in enumerate(zip(valid, mutated)) if a != b),
+                 min(len(valid), len(mutated)))
+    if len(valid) == len(mutated):
+        return any(start <= i < end for i in range(first, len(valid))
+                   if valid[i] != mutated[i] for start, end in ranges)
+    same_tail = next((k for k in range(min(len(valid), len(mutated)) - first)
+                      if valid[-1 - k] != mutated[-1 - k]), min(len(valid), len(mutated)) - first)
+    last = max(first, len(valid) - 1 - same_tail)  # the changed span, in the seed's bytes
+    return any(first < end and last >= start for start, end in ranges)
+
+
 def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, hang=60.0):
     """Runs every reader in ``readers`` for ``seconds / len(readers)``; returns counts.
 
@@ -137,12 +171,17 @@ def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, han
     for n, name in enumerate(readers):
         kind, read = READERS[name]
         rng = random.Random(f"{seed}-{name}")
-        counts = {"cases": 0, "accepted": 0, "rejected": 0, "findings": [], "max_seconds": 0.0}
+        counts = {"cases": 0, "accepted": 0, "rejected": 0, "findings": [], "max_seconds": 0.0,
+                  "skipped": 0}
         deadline = time.monotonic() + seconds / len(readers)
         while time.monotonic() < deadline:
             suffix, valid = rng.choice(seeds[kind])
+            mutated = mutate(valid, rng)
+            if kind == "hdf5" and touches(valid, mutated, heap_ranges(valid)):
+                counts["skipped"] += 1  # the known libhdf5 hang: see the module docstring
+                continue
             case = out_dir / f"case{n}{suffix}"
-            case.write_bytes(mutate(valid, rng))
+            case.write_bytes(mutated)
             (out_dir / "current").write_text(f"{name} {case}\n")
             start = time.perf_counter()
             started[0] = time.monotonic()

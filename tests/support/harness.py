@@ -33,9 +33,10 @@ TINY = ["--width", "4", "--crop-size", "64", "--batch-size", "2", "--log-every-s
 STEP_LINE = re.compile(r"^step (\d+)/")
 SAVED_LINE = re.compile(r"^saved (.*model\.ckpt-(\d+))$")
 RESTORED_LINE = re.compile(r"^restored (.*model\.ckpt-(\d+))$")
-# what TensorFlow (NAME.tempstate<digits>, NAME.tmp<hex>) and rundir.write_json (.NAME.json.*)
-# call a file they are still writing
-PARTIAL = re.compile(r"tempstate|\.tmp[0-9a-f]{32}$|^\.(config|metrics|progress)\.json\.|\.png\.tmp$")
+# what TensorFlow (NAME.tempstate<digits>, NAME.tmp<hex>) and rundir.atomic_write
+# (.NAME.<random>.tmp) call a file they are still writing
+PARTIAL = re.compile(r"tempstate|\.tmp[0-9a-f]{32}$|^\.(config|metrics|progress)\.json\.|\.png\.tmp$"
+                     r"|^\..+\.tmp$")
 
 
 class Trainer:

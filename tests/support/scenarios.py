@@ -7,10 +7,16 @@
     full_disk_run(train_dir, ...)             trains until a checkpoint write fails
     two_trainers(train_dir)                   a second trainer on a busy train dir
     killed_prepare(workdir, kills)            SIGKILLs `fcn-tf1 prepare`: output complete or absent
+    interrupted_final_validation(train_dir)   SIGINT inside the final validation pass
+    distributed_kill(workdir, victim)         SIGKILL a worker or the chief of a cluster, restart it
+    lock_is_free(train_dir)                   no process holds the flock of TRAIN_DIR/.lock
 
 Each returns a dict (or tuple) of what it observed from outside the process;
 tests/test_faults.py asserts on them and faults.py turns them into its table.
 """
+import fcntl
+import json
+import os
 import pathlib
 import random
 import signal
@@ -26,6 +32,23 @@ from .harness import (REPO_ROOT, SAVED_LINE, Trainer, check_checkpoints, checkpo
 # --- hard kill -------------------------------------------------------------------------
 
 KILL_MOMENTS = ("mid-save", "after-saved-line", "random-time", "after-step-line")
+
+
+def lock_is_free(train_dir):
+    """Whether the lock file's flock can be taken now (probed, then given back; the file is
+    left as it is). True when there is no lock file."""
+    try:
+        fd = os.open(pathlib.Path(train_dir) / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _kill_once(train_dir, max_steps, save_every, moment, rng, log):
@@ -54,12 +77,15 @@ def _kill_once(train_dir, max_steps, save_every, moment, rng, log):
         in_flight = leftovers(train_dir) if train_dir.exists() else []
     trainer.signal(signal.SIGKILL)
     status = trainer.wait()
+    lock_free = lock_is_free(train_dir)  # the kernel dropped the dead trainer's flock
     latest = check_checkpoints(train_dir) if train_dir.exists() else None
     done = trainer.steps_done()
     lost = max(0, done - (latest or 0))
     row = {"moment": detail, "status": status, "steps_done": done, "latest": latest,
            "lost_steps": lost, "restored": trainer.restored_step(), "stale_lock": stale_lock,
-           "in_flight": in_flight, "lock_left": (train_dir / ".lock").exists()}
+           "in_flight": in_flight, "lock_left": (train_dir / ".lock").exists(),
+           "lock_free": lock_free,
+           "refused": any("in use by another trainer" in e for e in trainer.error_lines())}
     log(f"  kill {moment:16s} -> status {status}, steps done {done}, latest checkpoint "
         f"{latest}, lost {lost}, writing at kill: {in_flight or '-'}")
     return row
@@ -91,9 +117,15 @@ def kill_campaign(workdir, kills=10, seed=0, max_steps=300, save_every=2, log=pr
     final = Trainer(train_dir, "--max-steps", str(max_steps), "--save-every-steps",
                     str(save_every), "--max-to-keep", "3")
     status = final.wait()
+    final_refused = any("in use by another trainer" in e for e in final.error_lines())
+    # a lock left by kill i is taken by trainer i+1 (the final one after the last kill)
+    taken = [prev["lock_free"] and not nxt.get("refused")
+             for prev, nxt in zip(rows, rows[1:] + [{"refused": final_refused}])
+             if nxt.get("stale_lock", final_stale_lock)]
     result = {
         "kills": rows, "max_lost_steps": max(r["lost_steps"] for r in rows) if rows else 0,
         "stale_locks": sum(r["stale_lock"] for r in rows) + final_stale_lock,
+        "stale_locks_taken": sum(taken),
         "final": {"status": status, "latest": check_checkpoints(train_dir),
                   "restored": final.restored_step(), "errors": final.error_lines(),
                   "resumed_from_latest": final.restored_step() == previous_latest,
@@ -220,3 +252,98 @@ def killed_prepare(workdir, kills, seed=0):
             absent += 1
     parts = [p.name for p in out.parent.glob(".*.part")] if out.parent.exists() else []
     return kills, complete, absent, len(parts)
+
+
+# --- SIGINT during the final validation pass ---------------------------------------------
+
+def interrupted_final_validation(train_dir, previous=True):
+    """In-process: SIGINT arrives inside the final validation pass of a resumed run (or of a
+    first run, ``previous=False``). metrics.json must stay the previous complete one (or stay
+    absent): the pass writes it only when it was not cut short (validation.final_pass)."""
+    from fcn_tf1 import train, validation
+    train_dir = pathlib.Path(train_dir)
+    before = None
+    if previous:
+        train.train(tiny_config(max_steps=2, num_prediction_pngs=1), train_dir,
+                    log=lambda *a: None)
+        before = (train_dir / "metrics.json").read_bytes()
+    original = validation.validate
+
+    def validate_then_interrupt(*args, **kwargs):
+        outcome = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the handler only sets the stop flag
+        time.sleep(0.05)
+        return outcome
+    validation.validate = validate_then_interrupt
+    try:
+        result = train.train(tiny_config(max_steps=4, num_prediction_pngs=1), train_dir,
+                             explicit={"max_steps"}, log=lambda *a: None)
+    finally:
+        validation.validate = original
+    path = train_dir / "metrics.json"
+    after = path.read_bytes() if path.exists() else None
+    return {"stopped_by": result["stopped_by"], "step": result["step"],
+            "unchanged": after == before, "before_step": json.loads(before)["step"]
+            if before else None, "latest": check_checkpoints(train_dir)}
+
+
+# --- distributed: kill a worker or the chief, restart it -----------------------------------
+
+def distributed_kill(workdir, victim="worker", max_steps=30, log=print):
+    """A 1 ps + 2 worker cluster (worker 0 is the chief) on 127.0.0.1, each task the real
+    ``run_train.py --cluster FILE``; ``victim`` ("worker" = worker 1, "chief") is SIGKILLed
+    after its 3rd step (the chief: after a checkpoint) and started again with the same
+    command. The run must end at ``max_steps`` with every task's status 0."""
+    import tensorflow  # noqa: F401 - loaded now, not in check_checkpoints while the run goes on
+    from fcn_tf1.parallel import cluster_local
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = workdir / "cluster.json"
+    spec.write_text(json.dumps({"cluster": cluster_local.local_cluster(workers=2, ps=1)}))
+    train_dir = workdir / "run"
+    options = ("--max-steps", str(max_steps), "--save-every-steps", "2", "--lr-schedule",
+               "constant", "--num-prediction-pngs", "0")
+
+    def task(job, index):
+        return Trainer(train_dir, "--cluster", str(spec), "--job-name", job, "--task-index",
+                       str(index), *options, cwd=workdir)
+    ps = task("ps", 0)
+    tasks = {"chief": task("worker", 0), "worker": task("worker", 1)}
+    outcome = {"victim": victim}
+    try:
+        target = tasks[victim]
+        if victim == "chief":
+            target.wait_line(r"^step [3-9]/|^step \d\d+/", timeout=240)
+            deadline = time.monotonic() + 120
+            while (check_checkpoints(train_dir) or 0) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            target.wait_line(r"^step 3/", timeout=240)
+        target.signal(signal.SIGKILL)
+        outcome["killed_status"] = target.wait()
+        outcome["latest_at_kill"] = check_checkpoints(train_dir)
+        time.sleep(1.0)
+        tasks[victim] = task("worker", 0 if victim == "chief" else 1)
+        outcome["statuses"] = {name: t.wait(timeout=300) for name, t in tasks.items()}
+        done = [line for line in tasks["chief"].lines if " done: " in line]
+        outcome["chief_done"] = done[-1] if done else None
+        outcome["errors"] = [e for t in tasks.values() for e in t.error_lines()
+                             if not e.startswith("fcn-tf1: warning:")]
+    finally:
+        ps.signal(signal.SIGTERM)
+        outcome["ps_status"] = ps.wait(timeout=60)
+        for t in tasks.values():
+            if t.proc.poll() is None:
+                t.proc.kill()
+                t.wait()
+    outcome["latest"] = check_checkpoints(train_dir)
+    outcome["ok"] = (outcome["statuses"] == {"chief": 0, "worker": 0}
+                     and outcome["latest"] == max_steps and not outcome["errors"]
+                     and (outcome["latest_at_kill"] or 0) < max_steps)  # killed mid-run
+    if victim == "chief":  # the restarted chief resumed: it ran fewer steps than the run has
+        local = int(outcome["chief_done"].split(" done: ")[1].split()[0]) \
+            if outcome["chief_done"] else max_steps
+        outcome["chief_local_steps"] = local
+        outcome["ok"] = outcome["ok"] and local < max_steps
+    log(f"  distributed kill {victim}: {outcome}")
+    return outcome
