@@ -8,6 +8,7 @@ API::
     restore_model(session, checkpoint)     restores every global variable of the graph
     repair_state_file(train_dir)           a damaged ``checkpoint`` state file rewritten
     PeriodicSaver(config, session, train_dir, log)   checkpoints every N steps / M seconds
+    BestKeeper(config, session, train_dir, log)      the best validated checkpoint, kept apart
     FiniteWeightsGuard()                   the same NaN check for a CheckpointSaverHook
     sync_saved(train_dir, prefix)          fsync a saved checkpoint and the state file
 
@@ -28,6 +29,8 @@ from fcn_tf1.errors import ConfigError, FcnError, TrainingDiverged, reason
 
 tf1 = tf.compat.v1
 PREFIX = "model.ckpt"
+BEST_DIR = "best"  # TRAIN_DIR/best: the best validated checkpoint (BestKeeper)
+BEST_METRICS = "metrics.json"
 
 
 def latest(train_dir):
@@ -69,7 +72,16 @@ def repair_state_file(train_dir):
 
 
 def find(train_dir, checkpoint=None):
-    """The checkpoint prefix to restore: ``checkpoint`` if given, else the run's latest."""
+    """The checkpoint prefix to restore: the run's latest (``checkpoint`` None or
+    "latest"), its best ("best": BestKeeper's), or the prefix ``checkpoint``."""
+    if checkpoint == "best":
+        found = latest(pathlib.Path(train_dir) / BEST_DIR)
+        if found is None:
+            raise FcnError(f"{pathlib.Path(train_dir) / BEST_DIR}: no best checkpoint (the run "
+                           "has not completed a validation pass yet, or keeps none)")
+        return found
+    if checkpoint == "latest":
+        checkpoint = None
     if checkpoint is not None:
         prefix = str(checkpoint)
         if not pathlib.Path(prefix + ".index").is_file():
@@ -79,6 +91,52 @@ def find(train_dir, checkpoint=None):
     if found is None:
         raise FcnError(f"{train_dir}: no checkpoint in this train dir (train first)")
     return found
+
+
+class BestKeeper:
+    """The checkpoint of the best validation ``config.keep_best`` metric so far.
+
+    Kept in ``TRAIN_DIR/best/`` (its own state file, one checkpoint) beside
+    ``metrics.json`` of the pass that chose it, so the latest-N rotation of the
+    periodic checkpoints never deletes it; a resumed run knows the best value
+    so far from that file. ``find(train_dir, "best")`` returns it.
+    """
+
+    def __init__(self, config, session, train_dir, log):
+        self.metric = None if config.keep_best == "none" else config.keep_best
+        self.directory = pathlib.Path(train_dir) / BEST_DIR
+        self.session, self.log = session, log
+        self.best = None
+        if self.metric is None:
+            return
+        self.saver = tf1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        state = tf1.train.get_checkpoint_state(str(self.directory))
+        if state is not None:
+            self.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+        record = self.directory / BEST_METRICS
+        if record.is_file():
+            import json
+            try:
+                saved = json.loads(record.read_text(encoding="utf-8"))
+                if saved.get("metric") == self.metric:
+                    self.best = float(saved[self.metric])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise FcnError(f"{record}: unreadable ({reason(err, 200)}); move it away to "
+                               "keep the best checkpoint afresh") from None
+
+    def consider(self, step, result):
+        """Saves the weights of ``step`` when ``result`` (a complete validation pass) is
+        the best so far."""
+        value = None if self.metric is None else result.get(self.metric)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        self.directory.mkdir(exist_ok=True)
+        path = self.saver.save(self.session, str(self.directory / PREFIX), global_step=step,
+                               write_meta_graph=False)
+        rundir.write_json(self.directory / BEST_METRICS,
+                          dict(result, step=step, metric=self.metric))
+        self.best = value
+        self.log(f"best {self.metric} so far ({100 * value:.2f} %): saved {path}")
 
 
 def step_of(checkpoint):

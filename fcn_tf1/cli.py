@@ -113,15 +113,27 @@ def _run_train(args):
     if task is not None:
         if towers != 1:
             raise ConfigError("--towers: one tower per cluster task (start one worker per device)")
-        distributed.run_task(config, train_dir, task, explicit, sync=args.sync is not False)
+        result = distributed.run_task(config, train_dir, task, explicit,
+                                      sync=args.sync is not False)
     elif args.sync is not None:
         raise ConfigError("--sync/--async: need a cluster (--cluster FILE or TF_CONFIG)")
     elif towers != 1:
         from fcn_tf1.parallel import devices
-        train.train(config, train_dir, explicit=explicit, devices=devices.tower_devices(towers))
+        result = train.train(config, train_dir, explicit=explicit,
+                             devices=devices.tower_devices(towers))
     else:
-        train.train(config, train_dir, explicit=explicit)
-    return 0
+        result = train.train(config, train_dir, explicit=explicit)
+    return stopped_exit_code(result["stopped_by"])
+
+
+def stopped_exit_code(signal_name):
+    """0 for a run that ended; 128 + the signal's number (SIGTERM 143, SIGINT 130) for one
+    stopped by a signal after saving, so that SLURM or Kubernetes requeue a preempted job
+    instead of taking it for completed. Running the same command again resumes it."""
+    if signal_name is None:
+        return 0
+    import signal
+    return 128 + signal.Signals[signal_name].value
 
 
 def _add_cluster_local(subparsers):
@@ -181,8 +193,7 @@ def _add_eval(subparsers):
                     "--data/--data-dir it scores the run's own validation split; a --data file "
                     "or --data-dir without --split is scored without the run's training images.")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the run to evaluate")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint prefix (e.g. DIR/model.ckpt-500; default: the latest)")
+    _add_checkpoint_option(p)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=pathlib.Path, default=None,
                         help="HDF5 file from `fcn-tf1 prepare`: its images the run did not "
@@ -201,6 +212,13 @@ def _add_eval(subparsers):
                    help="also write the metrics as JSON to FILE")
     _add_test_time_views(p)
     p.set_defaults(func=_run_eval)
+
+
+def _add_checkpoint_option(p):
+    p.add_argument("--checkpoint", default=None, metavar="best|latest|PREFIX",
+                   help="latest (the default): the newest complete checkpoint; best: the one "
+                        "of the best validation pass (TRAIN_DIR/best, see train --keep-best); "
+                        "or a checkpoint prefix such as DIR/model.ckpt-500")
 
 
 def _add_test_time_views(p):
@@ -245,7 +263,7 @@ def _add_predict(subparsers):
                     "OUT/NAME_color.png (palette over the image, legend of the classes present). "
                     "Unreadable images are reported and skipped; the exit status is then 1.")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
-    p.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the latest)")
+    _add_checkpoint_option(p)
     p.add_argument("--out", "--out-dir", dest="out", required=True, type=pathlib.Path,
                    help="directory the PNGs go to (created if needed)")
     p.add_argument("--overwrite", action="store_true",
@@ -277,7 +295,7 @@ def _add_export(subparsers):
                     "serving_default, input images uint8 [N,H,W,3], outputs classes int32 "
                     "[N,H,W] and probabilities float32 [N,H,W,33].")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
-    p.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the latest)")
+    _add_checkpoint_option(p)
     p.add_argument("--out", required=True, type=pathlib.Path, help="new SavedModel directory")
     p.set_defaults(func=_run_export)
 

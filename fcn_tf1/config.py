@@ -39,8 +39,10 @@ RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
-    "allow_other_data", "init_from",
+    "allow_other_data", "init_from", "keep_best",
 })
+KEEP_BEST = ("mean_iou", "mean_iou_gt_or_predicted", "pixel_accuracy", "mean_accuracy",
+             "frequency_weighted_iou", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +93,7 @@ class RunConfig:
     width: int = 16
     vgg16_weights: Optional[str] = None
     init_from: Optional[str] = None  # a run dir or checkpoint the new run starts from
+    keep_best: str = "mean_iou"  # validation metric of the kept best checkpoint, or "none"
     dropout: Optional[float] = None
     input_scale: float = 1.0
     # loss
@@ -164,6 +167,7 @@ def _problems(cfg):
     choice("optimizer", OPTIMIZERS)
     choice("lr_schedule", SCHEDULES)
     choice("class_weighting", CLASS_WEIGHTINGS)
+    choice("keep_best", KEEP_BEST)
     for name in ("num_classes", "width", "batch_size", "max_steps", "learning_rate",
                  "step_size", "max_to_keep"):
         positive(name)

@@ -79,6 +79,7 @@ def _run(run, devices, session_config):
         net = graph.build_training_graph(config, devices)
         with tf1.Session(config=session_config) as session:
             saver = checkpoints.PeriodicSaver(config, session, run.train_dir, run.log)
+            best = checkpoints.BestKeeper(config, session, run.train_dir, run.log)
             checkpoint = checkpoints.latest(run.train_dir)
             session.run(tf1.global_variables_initializer())
             if checkpoint:
@@ -107,13 +108,15 @@ def _run(run, devices, session_config):
                                        session.graph if not checkpoint else None),
                 tf1.summary.FileWriter(str(run.train_dir / summaries.VALIDATION_LOGDIR)))
             try:
-                losses_here = _loop(run, session, net, saver, writers, step)
+                losses_here = _loop(run, session, net, saver, best, writers, step)
                 step = int(session.run(net.global_step))
                 saver.save(step)
                 final = None
                 if not run.stop():
                     final = validation.final_pass(session, net, run, step, writers.validation,
                                                   saver.clock)
+                    if final is not None:
+                        best.consider(step, final)
             finally:
                 writers.train.close()
                 writers.validation.close()
@@ -128,7 +131,7 @@ def _seconds_left(config, clock, step, step_s):
     return seconds
 
 
-def _loop(run, session, net, saver, writers, step):
+def _loop(run, session, net, saver, best, writers, step):
     """Runs steps ``step`` .. ``config.max_steps - 1``; returns their data losses."""
     config, clock, log = run.config, saver.clock, run.log
     if step >= config.max_steps:
@@ -168,7 +171,10 @@ def _loop(run, session, net, saver, writers, step):
             saver.maybe_save(step)
             if (config.eval_every_steps and run.val_indices
                     and step % config.eval_every_steps == 0 and step < config.max_steps):
-                validation.periodic_pass(session, net, run, step, writers.validation, clock)
+                result = validation.periodic_pass(session, net, run, step, writers.validation,
+                                                  clock)
+                if result is not None:
+                    best.consider(step, result)
     minutes_left = config.max_minutes - clock.seconds() / 60.0
     if (net.time_fraction is not None and step >= config.max_steps
             and minutes_left > 0.05 * config.max_minutes):

@@ -126,6 +126,11 @@ def add_arguments(parser):
                           f"(default {D.image_summary_every_steps})")
     run.add_argument("--log-every-steps", type=int, default=None,
                      help=f"progress line every K steps (default {D.log_every_steps})")
+    run.add_argument("--keep-best", choices=config_lib.KEEP_BEST, default=None, metavar="METRIC",
+                     help="keep the checkpoint of the best validation METRIC in TRAIN_DIR/best "
+                          "with its metrics (eval/predict/export --checkpoint best); the "
+                          "periodic checkpoints' rotation never deletes it; 'none' keeps none; "
+                          f"one of {', '.join(config_lib.KEEP_BEST)} (default {D.keep_best})")
     run.add_argument("--num-prediction-pngs", type=int, default=None,
                      help="validation images written as PNGs at the end "
                           f"(default {D.num_prediction_pngs})")

@@ -94,21 +94,27 @@ def write_outputs(run, result, pngs, step):
 
 
 def periodic_pass(session, net, run, step, writer, clock):
-    """A validation pass during training: reported, not written to files."""
+    """A validation pass during training: reported, not written to files.
+
+    Returns the metrics dict, or None when a stop request cut the pass short.
+    """
     result, pngs = validate(session, net, run, keep_pngs=TENSORBOARD_PICTURES)
     report(run, result, step, writer, clock, pngs)
+    return None if run.stop() else result
 
 
 def final_pass(session, net, run, step, writer, clock=None):
     """The end-of-training validation: report it, and write its files only when complete.
 
-    Returns the metrics dict (None when the run has no validation images).
+    Returns the metrics dict (None when the run has no validation images or the pass
+    was cut short).
     """
     if not run.val_indices:
         return None
     count = run.config.num_prediction_pngs
     result, pngs = validate(session, net, run, keep_pngs=max(count, TENSORBOARD_PICTURES))
     report(run, result, step, writer, clock, pngs)
-    if not run.stop():  # a pass cut short must not replace a complete metrics.json
-        write_outputs(run, result, pngs[:count], step)
+    if run.stop():  # a pass cut short must not replace a complete metrics.json
+        return None
+    write_outputs(run, result, pngs[:count], step)
     return result

@@ -36,3 +36,9 @@ def test_every_output_is_spelled_out(command):
     old = {"eval": "--json", "compare": "--json", "bench": "--json", "predict": "--out-dir"}
     if command[0] in old:
         assert str(parser.parse_args(command + [old[command[0]], "Y"]).out) == "Y"
+
+
+def test_a_stopped_run_exits_with_128_plus_the_signal():
+    assert cli.stopped_exit_code(None) == 0
+    assert cli.stopped_exit_code("SIGTERM") == 143
+    assert cli.stopped_exit_code("SIGINT") == 130

@@ -114,3 +114,38 @@ def test_init_from_refuses_what_does_not_fit(run32, default_data, tmp_path, caps
     assert cli.main(["train", "--init-from", str(tmp_path / "nothing"), "--train-dir",
                      str(tmp_path / "x"), "--max-steps", "1"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_the_best_checkpoint_is_kept_apart_and_used_by_eval(default_data, tmp_path, capsys):
+    """Validation every 2 steps: TRAIN_DIR/best holds the step of the best mean IU with its
+    metrics, the rotation of the periodic checkpoints (1 kept) never deletes it, and
+    ``eval --checkpoint best`` scores exactly it."""
+    import json
+    from fcn_tf1 import checkpoints, run_clock
+    run = tmp_path / "run"
+    config = tiny(default_data, max_steps=8, eval_every_steps=2, save_every_steps=1,
+                  max_to_keep=1, learning_rate=0.05)
+    train.train(config, run, log=lambda *a: None)
+    points = json.loads((run / run_clock.PROGRESS_NAME).read_text())["points"]
+    best_point = max(points, key=lambda p: p["mean_iou"])  # the first of equals wins
+    assert [p["step"] for p in points] == [2, 4, 6, 8]
+    kept = json.loads((run / "best" / "metrics.json").read_text())
+    assert kept["step"] == best_point["step"] and kept["metric"] == "mean_iou"
+    assert kept["mean_iou"] == pytest.approx(best_point["mean_iou"])
+    assert checkpoints.find(run, "best") == str(run / "best" / f"model.ckpt-{kept['step']}")
+    assert checkpoints.find(run, "latest") == str(run / "model.ckpt-8")
+    assert sorted(p.name for p in run.glob("model.ckpt-*.index")) == ["model.ckpt-8.index"]
+    out = tmp_path / "best.json"
+    assert cli.main(["eval", "--train-dir", str(run), "--checkpoint", "best",
+                     "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["mean_iou"] == pytest.approx(kept["mean_iou"])
+    # a resumed run knows the best so far: a worse pass does not replace it
+    with tf.Graph().as_default():
+        tf1.get_variable("anything", [1])
+        keeper = checkpoints.BestKeeper(config, None, run, log=lambda *a: None)
+        assert keeper.best == pytest.approx(kept["mean_iou"])
+        keeper.consider(9, {"mean_iou": kept["mean_iou"] - 0.01})
+    assert json.loads((run / "best" / "metrics.json").read_text())["step"] == kept["step"]
+    capsys.readouterr()
+    assert cli.main(["eval", "--train-dir", str(tmp_path / "none"), "--checkpoint",
+                     "best"]) == 2
