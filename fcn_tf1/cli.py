@@ -101,7 +101,7 @@ def _add_train(subparsers):
 def _run_train(args):
     from fcn_tf1 import train, train_args
     from fcn_tf1.errors import ConfigError
-    from fcn_tf1.parallel import cluster, distributed
+    from fcn_tf1.parallel import cluster, devices, distributed
     # --cluster FILE or TF_CONFIG: one task of a cluster; a ps task needs no data
     task = cluster.resolve_task(args.cluster, args.job_name, args.task_index)
     towers = args.towers or 1
@@ -117,12 +117,15 @@ def _run_train(args):
                                       sync=args.sync is not False)
     elif args.sync is not None:
         raise ConfigError("--sync/--async: need a cluster (--cluster FILE or TF_CONFIG)")
-    elif towers != 1:
-        from fcn_tf1.parallel import devices
-        result = train.train(config, train_dir, explicit=explicit,
-                             devices=devices.tower_devices(towers))
+    elif towers != 1 or args.virtual_cpu_towers or args.tower_variables:
+        result = train.train(config, train_dir, explicit=explicit, devices=devices.tower_devices(
+            towers, virtual_cpus=bool(args.virtual_cpu_towers),
+            variables_on=args.tower_variables or "cpu",
+            gpu_memory_growth=args.gpu_memory_growth is not False))
     else:
-        result = train.train(config, train_dir, explicit=explicit)
+        result = train.train(config, train_dir, explicit=explicit,
+                             session_config=devices.session_config(
+                                 gpu_memory_growth=args.gpu_memory_growth is not False))
     return stopped_exit_code(result["stopped_by"])
 
 

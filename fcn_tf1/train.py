@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from fcn_tf1 import batches, checkpoints, graph, rundir, run_clock, run_setup, signals, steps
 from fcn_tf1 import summaries, validation, warm_start
+from fcn_tf1.parallel import devices as devices_lib
 
 tf1 = tf.compat.v1
 # TensorBoard event files: TRAIN_DIR/train and TRAIN_DIR/validation (summaries.py)
@@ -44,8 +45,9 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
       log: a print-like function for progress lines.
       devices: None for one tower, or a parallel.devices.Devices (one tower
         per device, in-graph replication, `fcn-tf1 train --towers N`).
-      session_config: a tf.compat.v1.ConfigProto for the Session (e.g. thread
-        counts), or None; with ``devices``, theirs is used.
+      session_config: a tf.compat.v1.ConfigProto for the Session (thread
+        counts, GPU options), or None for parallel.devices.session_config();
+        with ``devices``, theirs is used.
 
     Returns:
       dict with ``step`` (final global step), ``stopped_by`` (None, or the
@@ -64,9 +66,10 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
         run = run_setup.prepare_run(requested, train_dir, explicit, log, stop, check=check,
                                     where="" if devices is None else devices.describe())
         log(run_setup.describe(run))
+        log(f"devices: {devices_lib.describe_visible()}")
         if devices is not None:
             session_config = devices.session_config
-        result = _run(run, None if devices is None else devices.names, session_config)
+        result = _run(run, devices, session_config or devices_lib.session_config())
     if stop():
         log(f"stopped by {stop.signal_name} at step {result['step']}; checkpoint saved, "
             "run the same command again to resume")
@@ -76,7 +79,8 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
 def _run(run, devices, session_config):
     config = run.config
     with tf.Graph().as_default():
-        net = graph.build_training_graph(config, devices)
+        net = (graph.build_training_graph(config) if devices is None else
+               graph.build_training_graph(config, devices.names, devices.variables_device))
         with tf1.Session(config=session_config) as session:
             saver = checkpoints.PeriodicSaver(config, session, run.train_dir, run.log)
             best = checkpoints.BestKeeper(config, session, run.train_dir, run.log)

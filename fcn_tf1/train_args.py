@@ -228,17 +228,27 @@ def add_arguments(parser):
                            "step (SyncReplicasOptimizer; the default)")
     sync.add_argument("--async", dest="sync", action="store_const", const=False,
                       help="apply every replica's gradients as they come")
+    dist.add_argument("--virtual-cpu-towers", action="store_true", default=None,
+                      help="with --towers on a machine without that many GPUs: virtual CPU "
+                           "devices sharing the same cores (checks the tower code; no faster)")
+    dist.add_argument("--tower-variables", choices=("cpu", "gpu"), default=None,
+                      help="where the towers' shared variables live: cpu (default, as TF1 "
+                           "multi-GPU code kept them) or gpu (/gpu:0)")
+    dist.add_argument("--no-gpu-memory-growth", dest="gpu_memory_growth", action="store_false",
+                      default=None,
+                      help="let TensorFlow reserve nearly all GPU memory at start (default: "
+                           "take it as needed, so other processes can share the GPU)")
     dist.add_argument("--towers", type=int, default=None,
                       help="in-graph replication on this machine: split each batch over N "
-                           "towers, one per GPU (or per virtual CPU device without GPUs), and "
-                           "apply the averaged gradients once (default 1)")
+                           "towers, one per GPU, and apply the averaged gradients once; refused "
+                           "without N GPUs unless --virtual-cpu-towers (default 1)")
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
 _OPTION_NAMES = _FIELD_NAMES | {"data_dir", "prepared", "preset", "epochs", "split", "towers"}
 # options that say how to run, not what to train: allowed beside --run-config
 RUN_CONFIG_COMPANIONS = frozenset({"train_dir", "cluster", "job_name", "task_index", "sync",
-                                   "run_config"})
+                                   "run_config", "gpu_memory_growth"})
 
 
 def given_options(args):

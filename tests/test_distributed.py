@@ -336,7 +336,7 @@ def test_towers_give_the_gradient_of_the_whole_batch(default_data):
     cfg = config_lib.RunConfig(data=str(default_data), width=4, crop_size=64, batch_size=4,
                                class_weighting="median_frequency", class_weights=class_weights)
     with tf.Graph().as_default():
-        towers, session_config = devices.tower_devices(2)
+        towers, session_config, _ = devices.tower_devices(2, virtual_cpus=True)
         net = graph.build_training_graph(cfg, towers)
         # the reference: one forward pass on the whole batch, sharing the same variables
         logits = model.inference(net.images, num_classes=33, variant=cfg.variant,
@@ -373,8 +373,8 @@ def test_towers_give_the_gradient_of_the_whole_batch(default_data):
 def test_towers_train_and_eval(tmp_path):
     """``fcn-tf1 train --towers 2`` trains, checkpoints and evaluates like a single tower."""
     train_dir = tmp_path / "run"
-    assert cli.main(["train", "--towers", "2", "--max-steps", "3", "--train-dir", str(train_dir),
-                     "--log-every-steps", "1"] + TINY) == 0
+    assert cli.main(["train", "--towers", "2", "--virtual-cpu-towers", "--max-steps", "3",
+                     "--train-dir", str(train_dir), "--log-every-steps", "1"] + TINY) == 0
     assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-3")
     assert cli.main(["eval", "--train-dir", str(train_dir)]) == 0
 
