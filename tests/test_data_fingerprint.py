@@ -89,3 +89,11 @@ def test_prepare_refuses_to_replace_a_file_unless_overwrite(tmp_path, capsys):
     assert "--workers" not in cli.build_parser().parse_args(
         ["prepare", "--data-dir", "x", "--out", "y"]).__dict__
     assert sorted(p.name for p in out.parent.iterdir()) == ["data.h5"]
+
+
+def test_fingerprint_reads_labels_as_stored(default_data, tmp_path):
+    """A bad label is reported when training reaches it (naming its image), not at start."""
+    from tests.support import harness
+    poisoned = tmp_path / "poisoned.h5"
+    harness.poison_label(default_data, poisoned, at_batch=0)
+    assert h5data.fingerprint(poisoned) != h5data.fingerprint(default_data)

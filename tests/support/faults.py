@@ -181,10 +181,13 @@ def run_all(args, log=print):
         stops = [graceful_stop(work / f"{sig.name}{i}", sig, after_step=rng.randint(1, 8))
                  for i in range(args.signals)]
         log(f"  {sig.name}: {stops}")
-        good = sum(s["status"] == 0 and s["lost_steps"] == 0 and not s["traceback"]
+        # a run stopped by a signal saves, then exits 128 + its number (130, 143) so that a
+        # scheduler requeues it
+        good = sum(s["status"] == 128 + sig and s["lost_steps"] == 0 and not s["traceback"]
                    for s in stops)
         rows.append((f"{sig.name} mid-training", len(stops), good,
-                     f"0 steps; exit 0 within {max(s['seconds_to_exit'] for s in stops):.1f} s"))
+                     f"0 steps; exit {128 + sig} within "
+                     f"{max(s['seconds_to_exit'] for s in stops):.1f} s"))
         early = graceful_stop(work / f"{sig.name}-early", sig, after_secs=rng.uniform(0.5, 5))
         log(f"  {sig.name} during start-up: {early}")
         rows.append((f"{sig.name} during start-up (before the first step)", 1,
