@@ -262,7 +262,8 @@ def _run_eval(args):
 def _add_predict(subparsers):
     p = subparsers.add_parser(
         "predict", help="class maps and coloured overlays for any JPEG/PNG images",
-        description="For each image NAME: OUT/NAME.png (uint8 class map, 0..32) and "
+        description="For each image NAME: OUT/NAME.png (the class map, 0..32, an indexed PNG "
+                    "whose palette holds the class colours) and "
                     "OUT/NAME_color.png (palette over the image, legend of the classes present). "
                     "Unreadable images are reported and skipped; the exit status is then 1.")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")

@@ -2,7 +2,8 @@
 
 For each input image NAME.ext it writes, inside the output directory only:
 
-    NAME.png         single-channel uint8 class map, 0..C-1
+    NAME.png         the class map, 0..C-1, as an indexed PNG (mode 'P') whose palette
+                     holds the class colours: the values are the classes, viewers show colours
     NAME_color.png   the class palette blended over the image, with a legend of
                      the classes present
 
@@ -134,7 +135,7 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
             classes = session.run(net.predictions, {net.images: image[None].astype(np.float32)})[0]
             classes = classes.astype(np.uint8)
             try:
-                visualize.save_png(out_dir / f"{stem}.png", classes)
+                visualize.save_class_map(out_dir / f"{stem}.png", classes)
                 visualize.save_png(out_dir / f"{stem}_color.png",
                                    visualize.overlay(image, classes, class_names))
             except OSError as err:  # the output side (a full disk): no point going on

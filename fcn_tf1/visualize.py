@@ -266,3 +266,26 @@ def save_png(path, array):
     image = Image.fromarray(np.ascontiguousarray(array))  # uint8 infers 'L' or 'RGB'
     from fcn_tf1 import rundir
     rundir.atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def save_class_map(path, classes, palette=PALETTE):
+    """Writes a class map as an indexed PNG (mode 'P', as Pascal VOC's labels): the pixel
+    values are the class indices, and image viewers show them in the class colours.
+
+    Args:
+      path: str or path-like; its directory must exist. Replaced atomically.
+      classes: uint8 [H, W], values < len(palette) (or void, shown black).
+      palette: uint8 [C, 3], the colour of each class.
+    """
+    classes = np.asarray(classes)
+    if classes.dtype != np.uint8 or classes.ndim != 2:
+        raise ValueError(f"save_class_map needs uint8 [H, W], got {classes.dtype} "
+                         f"{classes.shape}")
+    height, width = classes.shape
+    # the bytes are the indices themselves: no conversion that could remap them
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(classes).tobytes())
+    colours = np.zeros((256, 3), np.uint8)  # unused indices (void 255 among them): black
+    colours[:len(palette)] = palette
+    image.putpalette(colours.reshape(-1).tolist())
+    from fcn_tf1 import rundir
+    rundir.atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -69,8 +69,14 @@ def test_predict_writes_pngs_of_the_input_size(trained_run, tmp_path, capsys):
                        str(inputs)])
     err = capsys.readouterr().err
     assert status == 1 and "broken.jpg" in err
-    classes = np.array(Image.open(out / "odd.png"))
+    class_map = Image.open(out / "odd.png")
+    classes = np.array(class_map)
     assert classes.shape == (250, 333) and classes.dtype == np.uint8 and classes.max() <= 32
+    # an indexed PNG: the values are the classes, its palette holds their colours
+    from fcn_tf1 import visualize
+    assert class_map.mode == "P"
+    palette = np.array(class_map.getpalette()[:3 * 33], np.uint8).reshape(33, 3)
+    np.testing.assert_array_equal(palette, visualize.PALETTE)
     assert np.array(Image.open(out / "gray.png")).shape == (40, 60)
     color = Image.open(out / "odd_color.png")
     assert color.mode == "RGB" and color.height >= 250 and color.width >= 333
