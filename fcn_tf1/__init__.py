@@ -35,14 +35,15 @@ Data flows one stage per module::
     graph.py          the one graph builder: inference, and training on 1..N towers
     run_setup.py      a run before its first step: resume, data split, class statistics
     steps.py          one training step (shared by every trainer): errors, NaN, progress line
-    checkpoints.py    the one way to find, restore and periodically save checkpoints
+    checkpoints.py    the one way to find, restore and save checkpoints (periodic, best)
+    warm_start.py     --init-from: a new run from another run's weights (FCN's 32s->16s->8s)
     train.py          the single-process tf.compat.v1.Session loop around steps.py
     validation.py     validation passes in training: score, report, write metrics/PNGs
     run_clock.py      training minutes across restarts (--max-minutes), progress.json
     learning_curve.py the learning-curve PNG
     rundir.py         train-dir checks, the single-trainer lock, atomic JSON
     signals.py        SIGINT/SIGTERM as a flag checked at safe points
-    parallel/         towers on one machine's devices, TF's gRPC cluster, cluster-local
+    parallel/         devices (GPU options, towers), TF's gRPC cluster, cluster-local
     load_run.py       reopen a run (config.json + checkpoint) for eval/predict/export
     evaluate.py       evaluation passes; metrics.py: confusion matrix and the FCN metrics
     predict.py        class-map and overlay PNGs; export.py: SavedModel for TF2 serving
