@@ -224,7 +224,7 @@ def run_all(args, log=print):
     rows.append(("second trainer on a busy train dir", 1, int(ok), "0: refused; the first "
                  "finished normally"))
     injected, complete, absent, parts = killed_prepare(work / "prepare", args.prepare_kills)
-    rows.append(("SIGKILL of `fcn-tf1 prepare` (48 images, 2 workers)", injected,
+    rows.append(("SIGKILL of `fcn-tf1 prepare` (48 images, 2 processes)", injected,
                  complete + absent, f"output complete {complete}x, absent {absent}x, never "
                  f"partial; {parts} hidden .part file(s) left"))
     for victim, fault in (("worker", "cluster: SIGKILL of a worker (1 ps + 2 workers), restarted"),
