@@ -400,7 +400,7 @@ def test_chief_never_saves_nan_weights(tmp_path):
         global_step = tf1.train.get_or_create_global_step()
         weight = tf1.get_variable("w", initializer=1.0)
         step, poison = tf1.assign_add(global_step, 1), weight.assign(float("nan"))
-        args = distributed._session_args(config, tmp_path, chief, None, "")
+        args = distributed.session_args(config, tmp_path, chief, None, "")
         assert args["save_checkpoint_steps"] is None and args["save_checkpoint_secs"] is None
         with pytest.raises(TrainingDiverged, match="NaN/Inf after step 2.*step 1. is the last good"):
             with tf1.train.MonitoredTrainingSession(**args) as session:

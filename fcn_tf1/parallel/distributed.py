@@ -5,6 +5,7 @@ API (``task`` is a ``cluster.ClusterTask``, from TF_CONFIG or ``--cluster FILE``
     run_task(requested, train_dir, task, explicit=(), sync=True)   the task of this process
     serve(task)                                      a ps task: serve until SIGINT/SIGTERM
     train_replica(requested, train_dir, task, ...)   a chief or worker task: train
+    session_args(config, train_dir, task, ...)       MonitoredTrainingSession's arguments
 
 Every process runs ``tf.distribute.Server`` for its task. ``ps`` tasks only
 hold variables. Each ``chief``/``worker`` task (a *replica*) builds the whole
@@ -194,7 +195,7 @@ class _ReleasePeersHook(tf1.train.SessionRunHook):
         session.run(self._release)
 
 
-def _session_args(config, train_dir, task, sync_optimizer, master):
+def session_args(config, train_dir, task, sync_optimizer, master):
     """Keyword arguments of MonitoredTrainingSession for this task."""
     if task.is_chief:  # MonitoredTrainingSession reads only the state file: without it, step 0
         checkpoints.repair_state_file(train_dir)
@@ -258,16 +259,16 @@ def _train(run, task, shard, sync):
             ready = tf1.FIFOQueue(-1, tf.int32, shapes=[], shared_name="fcn_replicas_ready",
                                   name="replicas_ready")
             arrive, arrived = ready.enqueue(task.replica_index), ready.size()
-        session_args = _session_args(config, train_dir, task, holder[0] if sync else None,
-                                     server.target)
+        monitored_args = session_args(config, train_dir, task, holder[0] if sync else None,
+                                      server.target)
         if not task.is_chief:  # MonitoredTrainingSession would wait too, polling every 30 s
             uninitialized = tf1.report_uninitialized_variables(tf1.global_variables())
-            with tf1.Session(server.target, config=session_args["config"]) as probe:
+            with tf1.Session(server.target, config=monitored_args["config"]) as probe:
                 _wait_until(lambda: not len(probe.run(uninitialized)),
                             "the chief to initialise the model", stop, log)
             if stop():
                 return {"step": None, "local_steps": 0, "losses": [], "seconds": 0.0}
-        with tf1.train.MonitoredTrainingSession(**session_args) as session:
+        with tf1.train.MonitoredTrainingSession(**monitored_args) as session:
             # Every replica connects before the first step; otherwise the first ones to start
             # run all the steps (the sync optimizer takes any n gradients, not one per replica).
             _raw_run(session, arrive)
