@@ -9,7 +9,7 @@ import pathlib
 import sys
 import tempfile
 
-from fcn_tf1 import paths
+from fcn_tf1 import bench_command, paths
 from fcn_tf1.errors import FcnError
 
 
@@ -103,7 +103,9 @@ def _run_train(args):
     from fcn_tf1.errors import ConfigError
     from fcn_tf1.parallel import cluster, devices, distributed
     # --cluster FILE or TF_CONFIG: one task of a cluster; a ps task needs no data
-    task = cluster.resolve_task(args.cluster, args.job_name, args.task_index)
+    task = cluster.resolve_task(args.cluster, args.job_name, args.task_index,
+                                use_tf_config=args.use_tf_config,
+                                allow_remote=args.allow_remote_cluster)
     towers = args.towers or 1
     if task is not None and task.job_name == "ps":
         distributed.serve(task)
@@ -116,7 +118,8 @@ def _run_train(args):
         result = distributed.run_task(config, train_dir, task, explicit,
                                       sync=args.sync is not False)
     elif args.sync is not None:
-        raise ConfigError("--sync/--async: need a cluster (--cluster FILE or TF_CONFIG)")
+        raise ConfigError("--sync/--async: need a cluster (--cluster FILE, or TF_CONFIG with "
+                          "--use-tf-config)")
     elif towers != 1 or args.virtual_cpu_towers or args.tower_variables:
         result = train.train(config, train_dir, explicit=explicit, devices=devices.tower_devices(
             towers, virtual_cpus=bool(args.virtual_cpu_towers),
@@ -311,75 +314,6 @@ def _run_export(args):
     return 0
 
 
-BENCH_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench"
-
-
-def _add_bench(subparsers):
-    p = subparsers.add_parser(
-        "bench", help="benchmarks: throughput vs Keras and PyTorch, FLOPs, pipeline, memory",
-        description="Training throughput of our graph path against the same network in Keras 3 "
-                    "(XLA off and on) and PyTorch (CPU; skipped where torch is not installed: "
-                    "pip install -e '.[bench]'), FLOPs against this machine's peak, input "
-                    "pipeline overhead, the two loss variants, evaluation speed, peak memory "
-                    "and the top ops of one traced step. Every figure is a median of interleaved "
-                    "rounds after warm-up; every framework gets the same thread counts. Needs "
-                    "the bench/ directory of a repository checkout (see docs/BENCHMARKS.md).")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true",
-                      help="5 rounds of one step, no vgg16, PyTorch channels_last only "
-                           "(meant to take under 3 minutes on 2 cores)")
-    size.add_argument("--smoke", action="store_true",
-                      help="tiny sizes, to check that every part runs; the figures mean nothing")
-    p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
-                   help="also write the report as JSON to FILE")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="intra-op threads of every framework (default: the number of cores)")
-    p.add_argument("--inter-threads", type=int, default=None,
-                   help="inter-op threads of every framework (default: as --threads)")
-    p.add_argument("--data", type=pathlib.Path, default=None,
-                   help="HDF5 file from `fcn-tf1 prepare` (default: the trainval split of "
-                        "../shared/siftflow where `--data-dir` prepared it, else the embedded "
-                        "sample)")
-    p.set_defaults(func=_run_bench)
-
-
-def _bench_package():
-    """The bench/ package of this checkout, imported as ``bench`` without editing sys.path.
-
-    ``python -m bench`` has imported it already; from anywhere else (``fcn-tf1 bench``)
-    it is loaded from BENCH_DIR, its submodules found there.
-    """
-    import importlib.util
-    loaded = sys.modules.get("bench")
-    if loaded is not None and pathlib.Path(loaded.__file__).resolve().parent == BENCH_DIR:
-        return loaded
-    init = BENCH_DIR / "__init__.py"
-    if not init.is_file():
-        raise FcnError(f"{BENCH_DIR}: no bench package; the benchmarks live in the bench/ "
-                       "directory of a repository checkout, not in the installed package")
-    spec = importlib.util.spec_from_file_location(
-        "bench", init, submodule_search_locations=[str(BENCH_DIR)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = package
-    spec.loader.exec_module(package)
-    return package
-
-
-def _run_bench(args):
-    from fcn_tf1 import rundir
-    from fcn_tf1.errors import ConfigError
-    bench = _bench_package()
-    if args.threads < 1 or (args.inter_threads is not None and args.inter_threads < 1):
-        raise ConfigError("--threads and --inter-threads must be at least 1")
-    options = argparse.Namespace(**dict(vars(args),
-                                        inter_threads=args.inter_threads or args.threads))
-    report = bench.run(options)
-    if args.out is not None:
-        rundir.write_json(args.out, report)
-        print(f"wrote {args.out}")
-    return 0
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fcn-tf1",
@@ -394,7 +328,7 @@ def build_parser():
     _add_predict(subparsers)
     _add_export(subparsers)
     _add_compare(subparsers)
-    _add_bench(subparsers)
+    bench_command.add_parser(subparsers)
     return parser
 
 

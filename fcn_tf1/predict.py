@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from fcn_tf1 import load_run, siftflow, visualize
+from fcn_tf1 import decoders, load_run, siftflow, visualize
 from fcn_tf1.errors import DataError, FcnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -38,21 +38,9 @@ def collect_inputs(paths):
     return found
 
 
-def _check_size(path):
-    def check(image):
-        if image.width < 1 or image.height < 1:
-            raise DataError(f"{path}: empty image")
-        if image.width * image.height > MAX_PIXELS:
-            raise DataError(f"{path}: image is {image.width}x{image.height}, more than the "
-                            f"{MAX_PIXELS / 1e6:.1f} Mpx predict takes in one pass; "
-                            "downscale it first")
-    return check
-
-
 def read_rgb(path):
-    """Any image Pillow decodes -> uint8 [H, W, 3] RGB (grayscale and alpha are converted)."""
-    image = siftflow.decode_image(path, check_header=_check_size(path))
-    return np.array(image.convert("RGB"), dtype=np.uint8)
+    """A JPEG or PNG -> uint8 [H, W, 3] RGB, upright (decoders.read_rgb), at most MAX_PIXELS."""
+    return decoders.read_rgb(path, max_pixels=MAX_PIXELS)
 
 
 def _stem(path):

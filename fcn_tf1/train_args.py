@@ -64,6 +64,9 @@ def add_arguments(parser):
                       help="with --data-dir: where the prepared HDF5 goes "
                            "(default: the cache folder, $FCN_TF1_CACHE or ~/.cache/fcn_tf1, "
                            "as siftflow_SPLIT_<key of ROOT>.h5)")
+    data.add_argument("--allow-other-data", action="store_const", const=True, default=None,
+                      help="resume although the data file's fingerprint (size, images, names, "
+                           "labels) differs from the one config.json recorded")
     data.add_argument("--val-fraction", type=float, default=None,
                       help=f"fraction of images per scene category held out for validation, "
                            f"deterministic (default {D.val_fraction})")
@@ -217,7 +220,14 @@ def add_arguments(parser):
         "variable), or several towers on one machine's devices")
     dist.add_argument("--cluster", type=pathlib.Path, default=None,
                       help='JSON file {"cluster": {"chief": [...], "worker": ["host:port", ...], '
-                           '"ps": [...]}}; without it TF_CONFIG is used when set')
+                           '"ps": [...]}}; TF_CONFIG is used only with --use-tf-config')
+    dist.add_argument("--use-tf-config", action="store_true", default=None,
+                      help="join the cluster of the TF_CONFIG environment variable (without "
+                           "this option TF_CONFIG is ignored, with a warning)")
+    dist.add_argument("--allow-remote-cluster", action="store_true", default=None,
+                      help="accept cluster addresses that are not loopback: TensorFlow's "
+                           "servers listen on every interface, unauthenticated, so only on a "
+                           "private network (docs/DISTRIBUTED.md)")
     dist.add_argument("--job-name", choices=("chief", "worker", "ps"), default=None,
                       help="this process's job in the cluster (overrides TF_CONFIG's task.type)")
     dist.add_argument("--task-index", type=int, default=None,
@@ -248,7 +258,8 @@ _FIELD_NAMES = {f.name for f in dataclasses.fields(config_lib.RunConfig)}
 _OPTION_NAMES = _FIELD_NAMES | {"data_dir", "prepared", "preset", "epochs", "split", "towers"}
 # options that say how to run, not what to train: allowed beside --run-config
 RUN_CONFIG_COMPANIONS = frozenset({"train_dir", "cluster", "job_name", "task_index", "sync",
-                                   "run_config", "gpu_memory_growth"})
+                                   "run_config", "gpu_memory_growth", "use_tf_config",
+                                   "allow_remote_cluster"})
 
 
 def given_options(args):

@@ -21,7 +21,7 @@ import pytest
 
 import bench
 from bench import arch_check, bench_interleave, bench_memory, bench_report, fcn_spec, run_bench
-from fcn_tf1 import cli
+from fcn_tf1 import bench_command, cli
 from fcn_tf1.errors import DataError
 from fcn_tf1.h5data import H5Dataset
 
@@ -167,7 +167,7 @@ def test_bench_run_names_a_missing_data_file_before_starting_anything(tmp_path):
 
 
 def test_bench_without_the_bench_directory(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "BENCH_DIR", tmp_path / "bench")
+    monkeypatch.setattr(bench_command, "BENCH_DIR", tmp_path / "bench")
     assert cli.main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"fcn-tf1: error: {tmp_path / 'bench'}"), err

@@ -113,7 +113,7 @@ def test_predict_cli_on_garbage_names_each_bad_file(trained_run, tmp_path, capsy
     bad = {re.match(r"fcn-tf1: error: (.*?): ", line).group(1) for line in errors}
     assert bad <= {str(p) for p in inputs.iterdir()} and len(bad) == len(errors)
     assert {str(inputs / "empty.png"), str(inputs / "bomb.png")} <= bad
-    assert "more than the 16.8 Mpx predict takes" in captured.err
+    assert "more than the 16.8 Mpx allowed" in captured.err
     done = {p.name for p in out.iterdir()}
     assert "fine.png" in done and len(done) == 2 * (13 - len(bad))  # each accepted: 2 PNGs
     assert status == 1  # some inputs failed: reported and skipped (see `predict --help`)
