@@ -1,9 +1,17 @@
 """fcn_tf1: per-pixel FCN scene labeling on SIFT Flow in TF1-style graph code."""
+import pathlib
+import re
+
 from setuptools import find_packages, setup
+
+# the version is stated once, in the package
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (pathlib.Path(__file__).parent / "fcn_tf1" / "__init__.py").read_text(),
+                    re.M).group(1)
 
 setup(
     name="fcn_tf1",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Fully convolutional scene labeling (SIFT Flow, 33 classes) written as "
         "TF1-style graph code through tf.compat.v1, running on TensorFlow 2.x"

@@ -187,7 +187,9 @@ class BatchStream:
         """The epoch that batch ``batch_index`` starts in."""
         return batch_index * self.batch_size // len(self.indices)
 
-    def _epoch_order(self, epoch):
+    def epoch_order(self, epoch):
+        """The training indices in the order epoch ``epoch`` draws them: a function of
+        (seed, epoch) alone, so a resumed stream draws what an uninterrupted one would."""
         if not self.shuffle:
             return self.indices
         rng = np.random.default_rng((self.seed, 0, epoch))
@@ -201,7 +203,7 @@ class BatchStream:
         """Computes batch ``batch_index`` directly (what the stream yields at that index)."""
         n = len(self.indices)
         positions = np.arange(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
-        orders = {e: self._epoch_order(e) for e in np.unique(positions // n)}
+        orders = {e: self.epoch_order(e) for e in np.unique(positions // n)}
         rng = np.random.default_rng((self.seed, 1, batch_index))
         images, labels = [], []
         for position in positions:

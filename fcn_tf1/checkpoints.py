@@ -18,7 +18,6 @@ resumes is never "no checkpoint" for the others. A checkpoint that does not
 match the graph is a ``ConfigError``; a damaged one (DataLossError and other
 read failures) an ``FcnError`` naming it; both are one line and exit status 2.
 """
-import os
 import pathlib
 import time
 
@@ -110,6 +109,8 @@ class BestKeeper:
         if self.metric is None:
             return
         self.saver = tf1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        if self.directory.is_dir():  # what a trainer killed while keeping a best left behind
+            rundir.remove_partial_files(self.directory)
         state = tf1.train.get_checkpoint_state(str(self.directory))
         if state is not None:
             self.saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
@@ -120,7 +121,7 @@ class BestKeeper:
                 saved = json.loads(record.read_text(encoding="utf-8"))
                 if saved.get("metric") == self.metric:
                     self.best = float(saved[self.metric])
-            except (OSError, ValueError, KeyError, TypeError) as err:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 raise FcnError(f"{record}: unreadable ({reason(err, 200)}); move it away to "
                                "keep the best checkpoint afresh") from None
 
@@ -130,11 +131,19 @@ class BestKeeper:
         value = None if self.metric is None else result.get(self.metric)
         if value is None or (self.best is not None and value <= self.best):
             return
-        self.directory.mkdir(exist_ok=True)
-        path = self.saver.save(self.session, str(self.directory / PREFIX), global_step=step,
-                               write_meta_graph=False)
-        rundir.write_json(self.directory / BEST_METRICS,
-                          dict(result, step=step, metric=self.metric))
+        try:
+            self.directory.mkdir(exist_ok=True)
+            path = self.saver.save(self.session, str(self.directory / PREFIX), global_step=step,
+                                   write_meta_graph=False)
+            sync_saved(self.directory, path)
+            rundir.write_json(self.directory / BEST_METRICS,
+                              dict(result, step=step, metric=self.metric))
+        except (tf.errors.OpError, OSError) as err:  # a full disk, ...: the run goes on
+            if self.directory.is_dir():
+                rundir.remove_partial_files(self.directory)
+            self.log(f"warning: {self.directory}: could not keep the best checkpoint of step "
+                     f"{step} ({reason(err, 200)})")
+            return
         self.best = value
         self.log(f"best {self.metric} so far ({100 * value:.2f} %): saved {path}")
 
@@ -162,7 +171,7 @@ def restore(saver, session, checkpoint):
                            "(a running trainer deletes old checkpoints, --max-to-keep); run "
                            "again to use the newest one") from None
         if isinstance(err, ValueError):
-            raise
+            raise FcnError(f"{checkpoint}: unreadable checkpoint ({reason(err, 200)})") from None
         raise ConfigError(f"{checkpoint}: checkpoint does not match config.json "
                           f"({reason(err, 200)})") from None
     except tf.errors.InvalidArgumentError as err:
@@ -290,13 +299,7 @@ def sync_saved(train_dir, prefix):
     prefix = pathlib.Path(prefix)
     for path in [*prefix.parent.glob(f"{prefix.name}.*"), pathlib.Path(train_dir) / "checkpoint"]:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            rundir.fsync_file(path)
         except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+            pass  # a file system without fsync: nothing more to do
     rundir.fsync_dir(train_dir)

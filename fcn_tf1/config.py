@@ -209,6 +209,8 @@ def _problems(cfg):
             or not MIN_INPUT_SCALE <= cfg.input_scale <= MAX_INPUT_SCALE):
         out.append(f"input_scale={cfg.input_scale!r} must be in "
                    f"[{MIN_INPUT_SCALE}, {MAX_INPUT_SCALE}]")
+    if cfg.init_from is not None and cfg.vgg16_weights is not None:
+        out.append("init_from and vgg16_weights both start the weights: give one")
     if cfg.vgg16_weights is not None and cfg.backbone != "vgg16":
         out.append("vgg16_weights needs backbone='vgg16'")
     # NaN passes every comparison above, and the graph takes integers as int32/int64 constants

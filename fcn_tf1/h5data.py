@@ -154,7 +154,7 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_parts(out)
         void_pixels = _write(part, names, tasks, class_names, source, workers, progress)
-        _fsync_file(part)
+        rundir.fsync_file(part)
         if overwrite:
             os.replace(part, out)
         else:  # a link fails if a file took the name meanwhile: never replaced unasked
@@ -176,14 +176,6 @@ def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=
             "file_bytes": out.stat().st_size, "seconds": time.perf_counter() - start}
 
 
-def _fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 FINGERPRINT_SAMPLES = 64
 
 
@@ -191,8 +183,10 @@ def fingerprint(path):
     """A cheap identity of a prepared file's contents: ``"BYTES:IMAGES:SHA256"``.
 
     The hash covers every name, the shapes and up to 64 evenly spaced label maps
-    (their decoded bytes, so re-compressing the same data keeps the fingerprint);
-    a resumed run compares it to the one in config.json (run_setup.prepare_run).
+    (their decoded bytes); the file's size is part of it too, so a re-compressed
+    copy of the same data counts as another file (a resume on it needs
+    --allow-other-data). A resumed run compares it to the one in config.json
+    (run_setup.prepare_run).
     """
     path = pathlib.Path(path)
     with H5Dataset(path) as data:

@@ -13,7 +13,7 @@ import pathlib
 import time
 
 from fcn_tf1 import learning_curve, rundir
-from fcn_tf1.errors import FcnError
+from fcn_tf1.errors import FcnError, reason
 
 PROGRESS_NAME = "progress.json"
 CURVE_PNG = "learning_curve.png"
@@ -67,6 +67,6 @@ def _load(path):
         points = [dict(p, step=int(p["step"]), minutes=float(p["minutes"]))
                   for p in data["points"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise FcnError(f"{path}: unreadable progress file ({type(err).__name__}: {err}); "
+        raise FcnError(f"{path}: unreadable progress file ({reason(err, 200)}); "
                        "move it away to start the clock and the curve afresh") from None
     return {"checkpoints": checkpoints, "points": points}

@@ -172,6 +172,18 @@ def _umask():
     return mask
 
 
+def fsync_file(path):
+    """Makes a written file durable (a file that vanished meanwhile is skipped)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory):
     """Makes a rename or a new file in ``directory`` durable (a no-op where dirs cannot be opened)."""
     try:

@@ -7,7 +7,9 @@ and prints the progress line with img/s and the share of time spent waiting
 for data. The loops around it (train.py: budget, checkpoints, validation;
 parallel/distributed.py: peers and timeouts) decide when to step.
 """
+import collections
 import math
+import statistics
 import time
 
 import numpy as np
@@ -46,7 +48,8 @@ class StepRunner:
         self.count_local, self.where, self.last_good, self.eta = count_local, where, last_good, eta
         self.local_steps = 0
         self.losses = []
-        self._window = []  # (step seconds, data seconds) of recent steps, warm-up excluded
+        # (step seconds, data seconds) of recent steps, the warm-up step excluded
+        self._window = collections.deque(maxlen=SPEED_WINDOW)
 
     def _count(self, step):
         return self.local_steps if self.count_local else step
@@ -89,6 +92,9 @@ class StepRunner:
             failed = step if step is not None else self.local_steps + 1
             raise FcnError(f"{config.data}: training step {failed} failed: "
                            f"{reason(err)}") from None
+        except tf.errors.ResourceExhaustedError as err:  # a GPU's memory, most often
+            raise FcnError(f"training step {self.local_steps + 1}: out of memory "
+                           f"({reason(err, 200)}); lower --batch-size or --crop-size") from None
         out["step"] = int(out["step"]) if step is None else step
         if not (math.isfinite(out["loss"]) and math.isfinite(out["total"])):
             raise TrainingDiverged(
@@ -98,8 +104,7 @@ class StepRunner:
         self.local_steps += 1
         self.losses.append(float(out["loss"]))
         if self.local_steps > 1:  # the first step builds and tunes kernels: not typical
-            self._window = (self._window + [(time.perf_counter() - started,
-                                             data_seconds)])[-SPEED_WINDOW:]
+            self._window.append((time.perf_counter() - started, data_seconds))
         if want_images:
             self.writer.add_summary(summaries.image_summary(
                 summaries.PICTURES_TAG, images[0], labels[0], out["predictions"][0]),
@@ -126,6 +131,10 @@ class StepRunner:
         local = f"  (local step {self.local_steps})" if self.count_local else ""
         self.log(f"step {step}/{config.max_steps}  loss {out['loss']:.4f}  "
                  f"acc {out['acc']:.3f}  lr {out['lr']:.2e}  {speed}{local}")
+
+    def typical_step_seconds(self):
+        """The median step time of the recent steps (0 before the second step)."""
+        return statistics.median(w[0] for w in self._window) if self._window else 0.0
 
     def images_per_second(self):
         """This process's img/s over the recent steps, or None before the second step."""

@@ -16,7 +16,7 @@ import pathlib
 
 from fcn_tf1 import config as config_lib
 from fcn_tf1 import paths, presets
-from fcn_tf1.errors import ConfigError
+from fcn_tf1.errors import ConfigError, reason
 
 DEFAULT_TRAIN_DIR = pathlib.Path("runs") / "default"
 D = config_lib.RunConfig()  # the defaults, shown in --help
@@ -328,8 +328,7 @@ def prepared_data(data_dir, split, prepared=None, log=print):
     out = prepared or paths.prepared_file(data_dir, split)
     if out.is_file():
         log(f"using prepared data {out} (delete it to prepare again)")
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    else:  # h5data.prepare creates the folder, and names it in an error
         log(f"preparing {data_dir} split {split} -> {out}")
         h5data.prepare(data_dir, out, split=split)
     return out
@@ -370,6 +369,5 @@ def read_run_config(path):
         explicit = set(values["explicit"])
         config_values = values["config"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"{path}: unreadable run config ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:200]})") from None
+        raise ConfigError(f"{path}: unreadable run config ({reason(err, 200)})") from None
     return config_lib.from_dict(config_values, source=str(path)), explicit

@@ -79,7 +79,6 @@ def test_sync_saved_fsyncs_the_checkpoint_and_the_state_file(tmp_path, monkeypat
     def fsync(fd):
         synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
-    monkeypatch.setattr(checkpoints.os, "fsync", fsync)
     monkeypatch.setattr("fcn_tf1.rundir.os.fsync", fsync)
     checkpoints.sync_saved(tmp_path, tmp_path / "model.ckpt-2")
     assert {"model.ckpt-2.index", "model.ckpt-2.data-00000-of-00001", "checkpoint",

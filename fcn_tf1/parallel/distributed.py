@@ -39,7 +39,6 @@ replica advances it) depend on timing.
 import contextlib
 import logging
 import pathlib
-import statistics
 import sys
 import time
 
@@ -47,7 +46,7 @@ import tensorflow as tf
 
 from fcn_tf1 import batches, checkpoints, graph, load_run, rundir, run_setup, signals, steps
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import validation
+from fcn_tf1 import summaries, validation, warm_start
 from fcn_tf1.errors import ConfigError, FcnError
 from fcn_tf1.parallel import cluster as cluster_lib
 
@@ -197,8 +196,6 @@ class _ReleasePeersHook(tf1.train.SessionRunHook):
 
 def session_args(config, train_dir, task, sync_optimizer, master):
     """Keyword arguments of MonitoredTrainingSession for this task."""
-    if task.is_chief:  # MonitoredTrainingSession reads only the state file: without it, step 0
-        checkpoints.repair_state_file(train_dir)
     hooks = [tf1.train.StopAtStepHook(last_step=config.max_steps)]
     if sync_optimizer is not None:
         hooks.append(sync_optimizer.make_session_run_hook(task.is_chief))
@@ -208,13 +205,19 @@ def session_args(config, train_dir, task, sync_optimizer, master):
     # with a checkpoint even when periodic saving is off.
     save_steps = config.save_every_steps or (None if config.save_every_secs else config.max_steps)
 
-    def load_vgg16(scaffold, session):  # only on a fresh start: a checkpoint wins
-        from fcn_tf1 import vgg16_weights
-        vgg16_weights.load_vgg16_weights(session, config.vgg16_weights)
+    def initialise(scaffold, session):  # only on a fresh start: a checkpoint wins
+        if config.init_from:
+            source = warm_start.source_checkpoint(config.init_from)
+            planned = warm_start.plan(source, tf1.global_variables())
+            warm_start.initialise(session, source, planned)
+            print(warm_start.describe(source, planned), flush=True)
+        else:
+            from fcn_tf1 import vgg16_weights
+            vgg16_weights.load_vgg16_weights(session, config.vgg16_weights)
     scaffold = tf1.train.Scaffold(
         saver=tf1.train.Saver(sharded=True, max_to_keep=config.max_to_keep,
                               save_relative_paths=True),  # a run dir can be moved
-        init_fn=load_vgg16 if config.vgg16_weights else None)
+        init_fn=initialise if (config.init_from or config.vgg16_weights) else None)
     if task.is_chief:
         # The chief's own saver hook instead of MonitoredTrainingSession's: that one takes no
         # listeners, and NaN weights must never be saved (checkpoints.FiniteWeightsGuard).
@@ -226,6 +229,8 @@ def session_args(config, train_dir, task, sync_optimizer, master):
     return dict(
         master=master, is_chief=task.is_chief, scaffold=scaffold, hooks=hooks,
         checkpoint_dir=str(train_dir) if task.is_chief else None,
+        # the training curves in TRAIN_DIR/train, beside validation's (summaries.py)
+        summary_dir=str(train_dir / summaries.TRAIN_LOGDIR) if task.is_chief else None,
         save_checkpoint_steps=None, save_checkpoint_secs=None,  # the hook above saves
         save_summaries_steps=config.summary_every_steps or None, save_summaries_secs=None,
         log_step_count_steps=config.summary_every_steps or None,
@@ -259,6 +264,8 @@ def _train(run, task, shard, sync):
             ready = tf1.FIFOQueue(-1, tf.int32, shapes=[], shared_name="fcn_replicas_ready",
                                   name="replicas_ready")
             arrive, arrived = ready.enqueue(task.replica_index), ready.size()
+        if task.is_chief:  # MonitoredTrainingSession reads only the state file: without it,
+            checkpoints.repair_state_file(train_dir)  # it would start over from step 0
         monitored_args = session_args(config, train_dir, task, holder[0] if sync else None,
                                       server.target)
         if not task.is_chief:  # MonitoredTrainingSession would wait too, polling every 30 s
@@ -275,7 +282,7 @@ def _train(run, task, shard, sync):
             _wait_until(lambda: _raw_run(session, arrived) >= task.num_replicas,
                         "the other replicas to connect", stop, log)
             global_step = int(_raw_run(session, net.global_step))
-            writer = (tf1.summary.FileWriterCache.get(str(train_dir))
+            writer = (tf1.summary.FileWriterCache.get(str(train_dir / summaries.TRAIN_LOGDIR))
                       if task.is_chief and config.image_summary_every_steps else None)
             # Sync: every replica has run about global_step batches; async: about 1/n of them.
             start = global_step if sync else global_step // task.num_replicas
@@ -310,7 +317,6 @@ def _loop(run, session, net, stream, writer, task):
     runner = steps.StepRunner(
         run, net, writer, count_local=True, where=f" on {task.job_name}:{task.task_index}",
         last_good=lambda: "the chief's latest checkpoint is the last good one")
-    step_times = []
     step, waiting_since = 0, None
     started = time.perf_counter()
     while not session.should_stop() and not run.stop():
@@ -318,7 +324,7 @@ def _loop(run, session, net, stream, writer, task):
         images, labels = next(stream)
         data_seconds = time.perf_counter() - t0
         timeout = max(MIN_STEP_TIMEOUT_SECS,
-                      STEP_TIMEOUT_FACTOR * statistics.median(step_times or [0.0]))
+                      STEP_TIMEOUT_FACTOR * runner.typical_step_seconds())
         try:
             out = runner.step(session, images, labels, data_seconds, t0,
                               options=tf1.RunOptions(timeout_in_ms=int(1000 * timeout)))
@@ -335,8 +341,6 @@ def _loop(run, session, net, stream, writer, task):
             continue
         waiting_since = None
         step = out["step"]
-        if runner.local_steps > 1:  # the first step builds and tunes kernels
-            step_times.append(time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     if not run.stop():
         step = max(step, int(_raw_run(session, net.global_step)))
@@ -348,7 +352,13 @@ def _loop(run, session, net, stream, writer, task):
 
 
 def _final_validation(run):
-    """The chief's last validation pass, from the final checkpoint in the single-process graph."""
+    """The chief's last validation pass, from the final checkpoint in the single-process graph;
+    its weights become the best checkpoint when they are (checkpoints.BestKeeper)."""
     with load_run.open_trained(run.train_dir) as (_, session, net, checkpoint):
-        writer = tf1.summary.FileWriterCache.get(str(run.train_dir))
-        return validation.final_pass(session, net, run, checkpoints.step_of(checkpoint), writer)
+        writer = tf1.summary.FileWriterCache.get(str(run.train_dir / summaries.VALIDATION_LOGDIR))
+        step = checkpoints.step_of(checkpoint)
+        result = validation.final_pass(session, net, run, step, writer)
+        if result is not None:
+            checkpoints.BestKeeper(run.config, session, run.train_dir, run.log).consider(
+                step, result)
+        return result

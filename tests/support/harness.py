@@ -299,7 +299,7 @@ def poison_label(source, target, at_batch, value=40, **config_changes):
         train_indices, _ = dataset.split(config.val_fraction)
     with batches.BatchStream(target, train_indices, config.batch_size, seed=config.seed,
                              prefetch=0) as stream:
-        index = int(stream._epoch_order(0)[at_batch * config.batch_size])
+        index = int(stream.epoch_order(0)[at_batch * config.batch_size])
     with h5py.File(target, "r+") as f:
         label = f["labels"][index]
         label[10, 10] = value
