@@ -294,7 +294,8 @@ def test_one_ps_two_workers_on_localhost(tmp_path):
     # the chief alone wrote the run: config, checkpoints, summaries, final validation
     assert tf.train.latest_checkpoint(str(train_dir)).endswith(f"model.ckpt-{max_steps}")
     assert config_lib.load(train_dir).max_steps == max_steps
-    assert list(train_dir.glob("events.out.tfevents.*"))
+    assert list((train_dir / "train").glob("events.out.tfevents.*"))  # TensorBoard runs
+    assert list((train_dir / "validation").glob("events.out.tfevents.*"))
     assert json.loads((train_dir / "metrics.json").read_text())["step"] == max_steps
     assert not (train_dir / ".lock").exists()
     # ... and single-process eval rebuilds the graph and restores it by variable name
