@@ -51,7 +51,16 @@ INTEGRATION = {
                             "test_towers_train_and_eval"},  # a whole run with two towers
     "test_progress.py": {"test_time_budget_stops_saves_validates_and_resumes",  # 1.2 s budget
                          "test_poly_time_run_decays_to_the_end_of_its_budget"},  # 12 s budget
-    "test_eval_predict_export.py": {"test_a_run_resumed_with_prior_correction_keeps_it"},
+    "test_eval_predict_export.py": {"test_a_run_resumed_with_prior_correction_keeps_it",
+                                    # several CLI runs each, on copies of the trained run
+                                    "test_eval_never_scores_training_images_unless_asked",
+                                    "test_predict_never_overwrites_inputs_or_earlier_outputs",
+                                    "test_eval_predict_export_without_the_checkpoint_state_file",
+                                    "test_a_corrupt_newest_checkpoint_is_one_line_in_every_command"},
+    "test_warm_start.py": None,  # whole runs: FCN-32s, FCN-16s from it, the best checkpoint
+    "test_cli.py": {"test_run_train_shows_its_own_usage"},  # run_train.py in a subprocess
+    "test_gpu.py": {"test_the_log_names_the_devices", "test_training_runs_on_the_gpu",
+                    "test_towers_on_two_gpus"},  # training runs
     "test_api.py": {"test_the_public_api_trains_evaluates_predicts_exports"},  # a whole run
 }
 
