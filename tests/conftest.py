@@ -49,7 +49,7 @@ INTEGRATION = {
                             "test_launcher_is_stopped_by_sigterm",
                             "test_one_ps_two_workers_on_localhost",  # 1 ps + 2 worker processes
                             "test_towers_train_and_eval"},  # a whole run with two towers
-    "test_progress.py": {"test_time_budget_stops_saves_validates_and_resumes",  # 1.2 s budget
+    "test_run_clock.py": {"test_time_budget_stops_saves_validates_and_resumes",  # 1.2 s budget
                          "test_poly_time_run_decays_to_the_end_of_its_budget"},  # 12 s budget
     "test_eval_predict_export.py": {"test_a_run_resumed_with_prior_correction_keeps_it",
                                     # several CLI runs each, on copies of the trained run
