@@ -271,7 +271,7 @@ def test_second_trainer_is_refused_and_the_first_finishes(tmp_path, capsys):
         status = cli.main(["train", "--train-dir", str(run), "--width", "8"])
         err = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(err) == 1, err
-        assert f"train dir is in use by another trainer (pid {first.proc.pid})" in err[0]
+        assert f"train dir is in use by another trainer (pid {first.proc.pid} on " in err[0]
     finally:
         assert first.wait() == 0, first.err_lines[-3:]
     assert check_checkpoints(run) == 6 and (run / "metrics.json").is_file()
