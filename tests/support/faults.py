@@ -188,7 +188,10 @@ def run_all(args, log=print):
         rows.append((f"{sig.name} mid-training", len(stops), good,
                      f"0 steps; exit {128 + sig} within "
                      f"{max(s['seconds_to_exit'] for s in stops):.1f} s"))
-        early = graceful_stop(work / f"{sig.name}-early", sig, after_secs=rng.uniform(0.5, 5))
+        # start-up, by a marker rather than a time: the "devices:" line comes before the
+        # graph is built, so the signal lands before the first step on a fast or slow host
+        early = graceful_stop(work / f"{sig.name}-early", sig, after_secs=rng.uniform(0, 0.3),
+                              after_line=r"^devices: ")
         log(f"  {sig.name} during start-up: {early}")
         rows.append((f"{sig.name} during start-up (before the first step)", 1,
                      int(not early["traceback"] and early["steps_done"] == 0),

@@ -159,12 +159,15 @@ def weight_difference(dir_a, dir_b):
 
 # --- graceful stop ---------------------------------------------------------------------
 
-def graceful_stop(train_dir, sig, after_step=None, after_secs=None):
-    """Sends ``sig`` after the ``after_step`` line (or ``after_secs`` s); measures the exit."""
+def graceful_stop(train_dir, sig, after_step=None, after_secs=None, after_line=None):
+    """Sends ``sig`` after the ``after_step`` line, or ``after_secs`` s after the line
+    matching ``after_line`` (or after the start); measures the exit."""
     trainer = Trainer(train_dir, "--max-steps", "100000", "--save-every-steps", "0")
     if after_step is not None:
         trainer.wait_line(rf"^step {after_step}/")
     else:
+        if after_line is not None:
+            trainer.wait_line(after_line)
         time.sleep(after_secs)
     sent = trainer.signal(sig)
     status = trainer.wait(timeout=120)
