@@ -60,13 +60,6 @@ def _views(config, test_scales, test_flip):
             (", each also mirrored left-right" if test_flip else ""))
 
 
-def validation_indices(dataset, val_fraction):
-    """Indices of the deterministic validation split of an open H5Dataset."""
-    if val_fraction <= 0:
-        return []
-    return dataset.split(val_fraction)[1]
-
-
 def training_names(config):
     """The names of the images the run trained on (its data file's training split)."""
     with h5data.H5Dataset(config.data) as dataset:
@@ -89,7 +82,7 @@ def choose_images(train_dir, config, data=None, data_dir=None, split=None, names
             raise FcnError(f"{train_dir}: the run has no validation split (val_fraction 0); "
                            "give --data or --data-dir")
         with h5data.H5Dataset(config.data) as dataset:
-            names = [dataset.names[i] for i in validation_indices(dataset, config.val_fraction)]
+            names = [dataset.names[i] for i in dataset.split(config.val_fraction)[1]]
             return f"{config.data} (the run's validation split)", names, config.data, list(
                 dataset.class_names)
     if data is not None:
@@ -145,9 +138,8 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
                                                   only=names)
         else:
             with h5data.H5Dataset(where) as dataset:
-                position = {name: i for i, name in enumerate(dataset.names)}
-            batch_iter = batches.iterate_batches(where, [position[n] for n in names],
-                                                 batch_size)
+                indices = dataset.indices_of(names)
+            batch_iter = batches.iterate_batches(where, indices, batch_size)
         correction = (f"; prior correction {config.prior_correction:g}"
                       if config.prior_correction else "")
         log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}"

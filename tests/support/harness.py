@@ -66,34 +66,35 @@ class Trainer:
 
     def wait_line(self, pattern, timeout=120):
         """Blocks until a stdout line matches ``pattern`` (returns it) or the process ends."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            for line in self.lines[seen:]:
-                if re.search(pattern, line):
-                    return line
-            seen = len(self.lines)
-            if self.proc.poll() is not None and not self._readers[0].is_alive():
-                return None
-            try:
-                self._new.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        raise TimeoutError(f"no line matching {pattern!r} within {timeout} s")
+        matching = lambda: next((l for l in self.lines if re.search(pattern, l)), None)
+        found = self._wait_for(matching, timeout)
+        if found is False:
+            raise TimeoutError(f"no line matching {pattern!r} within {timeout} s")
+        return found
 
     def wait_lines(self, pattern, count, timeout=120):
         """Blocks until ``count`` stdout lines match ``pattern`` (False if the process ends)."""
+        enough = lambda: sum(bool(re.search(pattern, l)) for l in self.lines) >= count or None
+        found = self._wait_for(enough, timeout)
+        if found is False:
+            raise TimeoutError(f"fewer than {count} lines matching {pattern!r} in {timeout} s")
+        return bool(found)
+
+    def _wait_for(self, check, timeout):
+        """``check()`` once it is not None; None when the process ended without it;
+        False when ``timeout`` passed (the one wait loop of the two methods above)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sum(bool(re.search(pattern, line)) for line in self.lines) >= count:
-                return True
+            found = check()
+            if found is not None:
+                return found
             if self.proc.poll() is not None and not self._readers[0].is_alive():
-                return False
+                return check()
             try:
                 self._new.get(timeout=0.05)
             except queue.Empty:
                 pass
-        raise TimeoutError(f"fewer than {count} lines matching {pattern!r} in {timeout} s")
+        return False
 
     def wait_partial_file(self, timeout=120, poll=0.001):
         """Polls the train dir until TensorFlow is writing a checkpoint file; returns its name."""
