@@ -31,7 +31,7 @@ def reader_report(tmp_path_factory):
     """fuzz.py for a few seconds in a child: jpeg, mat, hdf5, batches and prepare."""
     out = tmp_path_factory.mktemp("fuzz")
     proc = subprocess.run(
-        [sys.executable, "-m", fuzz.__name__, "--seconds", "4",
+        [sys.executable, "-m", fuzz.__name__, "--seconds", "4", "--min-cases", "60",
          "--readers", "jpeg,mat,hdf5,batches", "--prepare-trials", "16", "--config-cases", "0",
          "--name-cases", "0", "--out", str(out), "--json", str(out / "report.json")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)

@@ -155,8 +155,10 @@ def touches(valid, mutated, ranges):
     return any(first < end and last >= start for start, end in ranges)
 
 
-def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, hang=60.0):
-    """Runs every reader in ``readers`` for ``seconds / len(readers)``; returns counts.
+def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, hang=60.0,
+                 min_cases=0):
+    """Runs every reader in ``readers`` for ``seconds / len(readers)``, and for at least
+    ``min_cases`` cases each (so a slow host still runs that many); returns counts.
 
     A case still running after ``hang`` seconds ends the process with status 3.
     """
@@ -174,7 +176,7 @@ def fuzz_readers(seconds, out_dir, seed=0, readers=tuple(READERS), slow=5.0, han
         counts = {"cases": 0, "accepted": 0, "rejected": 0, "findings": [], "max_seconds": 0.0,
                   "skipped": 0}
         deadline = time.monotonic() + seconds / len(readers)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or counts["cases"] < min_cases:
             suffix, valid = rng.choice(seeds[kind])
             mutated = mutate(valid, rng)
             if kind == "hdf5" and touches(valid, mutated, heap_ranges(valid)):
@@ -351,6 +353,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="time for the readers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-cases", type=int, default=0,
+                        help="run each reader for at least this many cases, however long")
     parser.add_argument("--hang", type=float, default=60.0,
                         help="a case running longer is a hang: exit status 3")
     parser.add_argument("--readers", default=",".join(READERS),
@@ -365,7 +369,7 @@ def main(argv=None):
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="fcn-fuzz-"))
     readers = [name for name in args.readers.split(",") if name]
     report = fuzz_readers(args.seconds, out / "readers", args.seed, readers,
-                          hang=args.hang) if readers else {}
+                          hang=args.hang, min_cases=args.min_cases) if readers else {}
     if args.prepare_trials:
         report["prepare"] = fuzz_prepare(out / "prepare", args.prepare_trials, args.seed)
     if args.config_cases:
