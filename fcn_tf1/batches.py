@@ -3,7 +3,7 @@
 API:
     BatchStream(path, indices, ...)     endless, augmented, deterministic, resumable batches
     iterate_batches(path, indices, ...) sequential full-resolution batches for evaluation
-    iterate_released(root, split, ...)  the same, read from the released SIFT Flow files
+    iterate_released(root, split, ...)  the same, read from a dataset folder as released
     augment(image, label, rng, ...)     one image's crop / flip / scale, label aligned
     repeat_factors(presence, threshold) how often to show each image (rare classes: more)
 
@@ -24,10 +24,10 @@ import threading
 import numpy as np
 from PIL import Image
 
-from fcn_tf1 import siftflow
+from fcn_tf1 import layouts
 from fcn_tf1.errors import ConfigError
 from fcn_tf1.h5data import H5Dataset
-from fcn_tf1.siftflow import VOID_LABEL
+from fcn_tf1.datasets import VOID as VOID_LABEL
 
 
 def _window(array, top, left, height, width, fill):
@@ -266,11 +266,33 @@ class BatchStream:
         self.close()
 
 
+def _batched(items, batch_size):
+    """Batches of ``batch_size`` from (image, label, name) items, keeping images at their own
+    sizes: a batch ends early where the next image has another size."""
+    chunk = []
+    for item in items:
+        if chunk and (len(chunk) == batch_size or item[1].shape != chunk[0][1].shape):
+            yield _stacked(chunk)
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        yield _stacked(chunk)
+
+
+def _stacked(chunk):
+    images, labels, names = zip(*chunk)
+    return (np.stack(images).astype(np.float32), np.stack(labels).astype(np.int64),
+            list(names))
+
+
 def iterate_batches(path, indices=None, batch_size=1):
     """Sequential full-resolution batches without augmentation (for evaluation).
 
+    Each image keeps its own size; a batch holds images of one size (so a file of
+    mixed sizes yields smaller batches where the size changes).
+
     Args:
-        path: HDF5 file from :func:`prepare`.
+        path: HDF5 file from prepare_data.prepare.
         indices: positions to read, in this order (None: all).
         batch_size: images per batch (the last one may be smaller).
 
@@ -281,28 +303,23 @@ def iterate_batches(path, indices=None, batch_size=1):
         raise ConfigError(f"batch_size {batch_size}: must be >= 1")
     with H5Dataset(path) as data:
         indices = list(range(len(data))) if indices is None else [int(i) for i in indices]
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            images = np.stack([data.image(i) for i in chunk]).astype(np.float32)
-            labels = np.stack([data.label(i) for i in chunk]).astype(np.int64)
-            yield images, labels, [data.names[i] for i in chunk]
+        yield from _batched(((data.image(i), data.label(i), data.names[i]) for i in indices),
+                            batch_size)
 
 
 def iterate_released(root, split=None, names_file=None, batch_size=1, only=None):
-    """Like :func:`iterate_batches`, straight from the released SIFT Flow layout (no HDF5).
+    """Like :func:`iterate_batches`, straight from a dataset folder as released (no HDF5;
+    its layout detected by fcn_tf1.layouts).
 
     Every listed file is checked to exist first; a bad image or label map
     raises DataError naming it. ``only``: keep just these names of the list.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size {batch_size}: must be >= 1")
-    names, _, files = siftflow.list_split(root, split=split, names_file=names_file)
-    if only is not None:
-        keep = set(only)
-        pairs = [(name, pair) for name, pair in zip(names, files) if name in keep]
-        names, files = [name for name, _ in pairs], [pair for _, pair in pairs]
-    for start in range(0, len(names), batch_size):
-        chunk = files[start:start + batch_size]
-        images = np.stack([siftflow.read_image(image) for image, _ in chunk]).astype(np.float32)
-        labels = np.stack([siftflow.read_label(label) for _, label in chunk]).astype(np.int64)
-        yield images, labels, names[start:start + batch_size]
+    descriptor = layouts.descriptor_for(root)
+    listing = layouts.list_pairs(root, descriptor, split, names_file)
+    keep = None if only is None else set(only)
+    pairs = [(name, pair) for name, pair in zip(listing.names, listing.pairs)
+             if keep is None or name in keep]
+    yield from _batched(((*layouts.read_pair(descriptor, *pair), name) for name, pair in pairs),
+                        batch_size)

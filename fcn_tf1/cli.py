@@ -9,46 +9,8 @@ import pathlib
 import sys
 import tempfile
 
-from fcn_tf1 import bench_command, paths
+from fcn_tf1 import bench_command, paths, prepare_command
 from fcn_tf1.errors import FcnError
-
-
-def _add_prepare(subparsers):
-    p = subparsers.add_parser(
-        "prepare", help="convert the released SIFT Flow layout into one HDF5 file",
-        description="Read SIFT Flow as released (Images/.../NAME.jpg + SemanticLabels/.../NAME.mat) "
-                    "for the names of a split list and write one HDF5 file: images uint8 [N,256,256,3], "
-                    "labels uint8 [N,256,256] (0..32, void 255), names. Written atomically.")
-    p.add_argument("--data-dir", required=True, type=pathlib.Path,
-                   help="SIFT Flow root (holds Images/, SemanticLabels/, trainval.txt)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--split", default=None,
-                       help="split name: reads the list DATA_DIR/SPLIT.txt (default: trainval)")
-    group.add_argument("--names-file", type=pathlib.Path, default=None,
-                       help="a file of image names, one per line, instead of --split")
-    p.add_argument("--out", required=True, type=pathlib.Path, help="output HDF5 file")
-    p.add_argument("--limit-per-category", type=int, default=None,
-                   help="keep only the first K names of each scene category (to build small samples)")
-    p.add_argument("--processes", type=int, default=None,
-                   help="decoding processes on this machine (default: number of cores)")
-    p.add_argument("--workers", type=int, dest="processes", default=None,
-                   help=argparse.SUPPRESS)  # its earlier name: not a cluster's workers
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out file (default: refuse)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_prepare)
-
-
-def _run_prepare(args):
-    from fcn_tf1 import h5data
-    summary = h5data.prepare(args.data_dir, args.out, split=args.split,
-                             names_file=args.names_file,
-                             limit_per_category=args.limit_per_category, workers=args.processes,
-                             progress=not args.quiet, overwrite=args.overwrite)
-    print(f"wrote {summary['path']}: {summary['num_images']} images of {summary['source_split']}, "
-          f"{summary['file_bytes'] / 2**20:.1f} MiB, {100 * summary['void_fraction']:.1f}% void "
-          f"pixels, {summary['seconds']:.1f} s")
-    return 0
 
 
 def _add_compare(subparsers):
@@ -321,7 +283,7 @@ def build_parser():
     _add_version(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    _add_prepare(subparsers)
+    prepare_command.add_parser(subparsers)
     _add_train(subparsers)
     _add_cluster_local(subparsers)
     _add_eval(subparsers)

@@ -45,7 +45,6 @@ import tensorflow as tf
 from fcn_tf1 import h5data, losses, model, rundir
 from fcn_tf1.config import LOSS_VARIANTS
 from fcn_tf1.errors import ConfigError
-from fcn_tf1.siftflow import NUM_CLASSES, VOID_LABEL
 
 
 def read_void_batch(data_path, batch_size):
@@ -64,7 +63,8 @@ def read_void_batch(data_path, batch_size):
 def void_batch(dataset, batch_size):
     """The first ``batch_size`` images of ``dataset`` that contain void pixels.
 
-    Falls back to the first images without void when too few have any. The
+    Falls back to the first images without void when too few have any. Only
+    images of the first image's size are taken (a batch has one size). The
     label maps are read one at a time, and only until enough images with void
     are found.
 
@@ -80,7 +80,8 @@ def void_batch(dataset, batch_size):
         DataError: a label map outside the dataset's classes and void label.
     """
     chosen, labels = [], {}
-    for index in range(len(dataset)):
+    same_size = [i for i in range(len(dataset)) if dataset.size(i) == dataset.size(0)]
+    for index in same_size:
         label = dataset.label(index)
         if (label == dataset.void_label).any():
             chosen.append(index)
@@ -89,7 +90,7 @@ def void_batch(dataset, batch_size):
                 break
     if len(chosen) < batch_size:  # too few images with void: fill with the first others
         taken = set(chosen)
-        others = [i for i in range(len(dataset)) if i not in taken]
+        others = [i for i in same_size if i not in taken]
         chosen += others[:batch_size - len(chosen)]
     chosen.sort()
     images = np.stack([dataset.image(i) for i in chosen]).astype(np.float32)
@@ -113,9 +114,9 @@ def _grad_diffs(names, grads_a, grads_b):
     return max_abs, max_rel, worst_abs, worst_rel
 
 
-def compare_variants(images, labels, repeats=7, seed=0, variant="fcn8s", backbone="compact",
-                     width=32, learning_rate=0.01, momentum=0.9, burn_in=2, warmup=2,
-                     num_classes=NUM_CLASSES, void_label=VOID_LABEL):
+def compare_variants(images, labels, num_classes, void_label, repeats=7, seed=0, variant="fcn8s",
+                     backbone="compact", width=32, learning_rate=0.01, momentum=0.9, burn_in=2,
+                     warmup=2):
     """Runs the comparison on one batch; returns the report dict (see module docstring).
 
     Args:

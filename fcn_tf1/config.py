@@ -88,6 +88,10 @@ class RunConfig:
     """
     # model
     num_classes: int = 33
+    # the class set, taken from the data file when the run starts (None: a run of the
+    # SIFT Flow classes written before data files carried them)
+    class_names: Optional[Tuple[str, ...]] = None
+    class_colors: Optional[Tuple[Tuple[int, int, int], ...]] = None
     variant: str = "fcn8s"
     backbone: str = "compact"
     width: int = 16
@@ -194,6 +198,11 @@ def _problems(cfg):
     if not (cfg.repeat_factor_threshold == 0 or 0 < cfg.repeat_factor_threshold <= 1):
         out.append(f"repeat_factor_threshold={cfg.repeat_factor_threshold!r} must be 0 (uniform "
                    "sampling) or in (0, 1]")
+    if cfg.class_names is not None and len(cfg.class_names) != cfg.num_classes:
+        out.append(f"class_names has {len(cfg.class_names)} entries, expected {cfg.num_classes}")
+    if cfg.class_colors is not None and (len(cfg.class_colors) != cfg.num_classes or any(
+            len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in cfg.class_colors)):
+        out.append(f"class_colors must be {cfg.num_classes} [r, g, b] triples of 0..255")
     if cfg.class_weights is not None and len(cfg.class_weights) != cfg.num_classes:
         out.append(f"class_weights has {len(cfg.class_weights)} entries, expected {cfg.num_classes}")
     if cfg.class_priors is not None and (not cfg.class_priors
@@ -272,6 +281,18 @@ def from_dict(values, source="config"):
         elif isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
         kwargs[name] = value
+    if kwargs.get("class_names") is not None:
+        if not isinstance(kwargs["class_names"], list) or not all(
+                isinstance(n, str) for n in kwargs["class_names"]):
+            raise ConfigError(f"{source}: class_names must be a list of strings or null")
+        kwargs["class_names"] = tuple(kwargs["class_names"])
+    if kwargs.get("class_colors") is not None:
+        colors = kwargs["class_colors"]
+        if not isinstance(colors, list) or not all(
+                isinstance(c, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                            for v in c) for c in colors):
+            raise ConfigError(f"{source}: class_colors must be a list of [r, g, b] or null")
+        kwargs["class_colors"] = tuple(tuple(c) for c in colors)
     for name in ("crop_size",):
         if kwargs.get(name) is not None and (isinstance(kwargs[name], bool)
                                              or not isinstance(kwargs[name], int)):

@@ -1,6 +1,7 @@
 """Decoding untrusted input files into numpy, every failure one ``DataError`` line.
 
     decode_image(path, check_header=None)   -> a loaded PIL image (JPEG or PNG only)
+    image_size(path)                        -> (width, height) from the header alone
     read_rgb(path, max_pixels=None)         -> uint8 [H, W, 3]: any JPEG/PNG, EXIF-rotated
     read_mat_class_map(path, variable)      -> the raw class map array of a .mat file
     check_mat5_types(path, variable)        raises DataError before scipy.io may crash
@@ -67,7 +68,25 @@ _TO_RGB = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CM
 _WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # 16-bit grey PNGs
 
 
-def read_rgb(path, max_pixels=None):
+class _HeaderRead(DataError):
+    """Ends decode_image after the header (image_size): not an error."""
+
+
+def image_size(path):
+    """(width, height) of a JPEG or PNG from its header, no pixel decoded; DataError if bad."""
+    sizes = []
+
+    def stop(image):
+        sizes.append(image.size)
+        raise _HeaderRead(str(path))
+    try:
+        decode_image(path, check_header=stop)
+    except _HeaderRead:
+        pass
+    return sizes[0]
+
+
+def read_rgb(path, max_pixels=None, upright=True):
     """An image to predict on: any JPEG or PNG -> uint8 [H, W, 3] RGB, upright.
 
     The EXIF orientation is applied (a phone photo is stored sideways with a
@@ -77,6 +96,8 @@ def read_rgb(path, max_pixels=None):
     Args:
         path: the image file.
         max_pixels: refuse larger images before decoding them (None: no limit).
+        upright: apply the EXIF orientation (False for training images, whose label
+            maps are aligned with the stored pixels).
 
     Raises:
         DataError: missing, not JPEG/PNG, corrupt, empty, too large, or a mode
@@ -92,7 +113,7 @@ def read_rgb(path, max_pixels=None):
                             f"{max_pixels / 1e6:.1f} Mpx allowed; downscale it first")
     image = decode_image(path, check_header=check)
     try:
-        image = ImageOps.exif_transpose(image)
+        image = ImageOps.exif_transpose(image) if upright else image
     except Exception as err:  # a damaged EXIF block: Pillow raises many kinds
         raise DataError(f"{path}: unreadable EXIF orientation ({reason(err)})") from None
     if image.mode in _WIDE_GREY:

@@ -7,8 +7,8 @@ eval``: it rebuilds a trained run from its config.json and checkpoint.
 import time
 
 
-from fcn_tf1 import batches, h5data, load_run, metrics, rundir, siftflow
-from fcn_tf1.errors import FcnError
+from fcn_tf1 import batches, datasets, h5data, layouts, load_run, metrics, rundir
+from fcn_tf1.errors import ConfigError, FcnError
 
 
 def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class_names,
@@ -66,6 +66,16 @@ def training_names(config):
         return {dataset.names[i] for i in dataset.split(config.val_fraction)[0]}
 
 
+def check_class_set(config, class_names, source):
+    """ConfigError unless ``source``'s classes are the run's (count, and names when recorded)."""
+    run_names = datasets.run_classes(config)[0]
+    if len(class_names) != config.num_classes or (
+            config.class_names is not None and list(class_names) != run_names):
+        raise ConfigError(f"{source}: has {len(class_names)} classes ({', '.join(class_names)[:60]}"
+                          f"), the run predicts {config.num_classes} "
+                          f"({', '.join(run_names)[:60]}); score it with a run of its classes")
+
+
 def choose_images(train_dir, config, data=None, data_dir=None, split=None, names_file=None,
                   include_training=False, log=print):
     """What ``fcn-tf1 eval`` scores: (description, names to score or None for the file's
@@ -90,9 +100,11 @@ def choose_images(train_dir, config, data=None, data_dir=None, split=None, names
             listed, class_names = list(dataset.names), list(dataset.class_names)
         source = str(data)
     else:
-        listed = siftflow.list_split(data_dir, split=split, names_file=names_file)[0]
-        class_names = list(siftflow.CLASS_NAMES)
-        source = f"{data_dir} ({names_file or split or 'trainval'})"
+        descriptor = layouts.descriptor_for(data_dir)
+        listed = layouts.list_pairs(data_dir, descriptor, split, names_file).names
+        class_names = list(descriptor.class_names)
+        source = f"{data_dir} ({names_file or split or layouts.default_split(descriptor)})"
+    check_class_set(config, class_names, source)
     chosen = include_training or split is not None or names_file is not None
     try:
         trained_on = training_names(config)

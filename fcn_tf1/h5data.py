@@ -1,180 +1,43 @@
-"""Prepare (released files -> one HDF5 file, atomically) and read it back, validated.
+"""The prepared HDF5 file: its layout, and reading it back, validated.
 
-The HDF5 layout, written by :func:`prepare` and checked by :class:`H5Dataset`::
+The HDF5 layout, written by fcn_tf1.prepare_data.prepare and checked by :class:`H5Dataset`::
 
-    images   uint8 [N, 256, 256, 3]   RGB; one gzip chunk per image
-    labels   uint8 [N, 256, 256]      0..32, void 255 (the contract in fcn_tf1.siftflow)
-    names    utf-8 str [N]            e.g. "coast_arnat59"
-    attrs    class_names (33 str), num_classes = 33, void_label = 255,
-             source_split (split name or names-file path)
+    images      uint8 [N, H, W, 3]   RGB; one gzip chunk per image (H, W: the largest sizes)
+    labels      uint8 [N, H, W]      0..C-1, void 255 (fcn_tf1.datasets.VOID)
+    names       utf-8 str [N]        e.g. "coast_arnat59"
+    sizes       int32 [N, 2]         (height, width) of each image, when they differ; an
+                                     image and its label are stored top-left, padded
+    validation  uint8 [N]            1 = an image of the dataset's own validation list
+                                     (absent: the validation images are carved, see split)
+    attrs       class_names (C str), num_classes = C, void_label = 255, source_split,
+                dataset (name), descriptor (its JSON), class_colors uint8 [C, 3]
+
+Files written before descriptors existed hold SIFT Flow (33 classes, no
+sizes, no validation list) and read as such.
 
 API::
 
-    prepare(data_dir, out_path, split=None, names_file=None, ..., overwrite=False) -> summary
     fingerprint(path)                   "bytes:images:sha256" of what the file holds
     H5Dataset(path)                     validated read-only access (a context manager):
-        .names, .class_names, .num_classes, .void_label, .image_shape, len()
-        .image(i), .label(i)            one image / label map, labels checked on read
+        .names, .class_names, .class_colors, .num_classes, .void_label, .dataset,
+        .image_shape (the largest), .uniform, .size(i), len()
+        .image(i), .label(i)            one image / label map at its own size, labels checked
         .label_counts(indices), .label_statistics(indices), .class_presence(indices)
         .split(val_fraction)            (train, validation) indices
         .indices_of(names)              positions of names in the file
 
 Batches for training and evaluation are streamed from this file by fcn_tf1.batches.
 """
-import contextlib
-import glob
 import hashlib
-import os
 import pathlib
-import secrets
-import signal
-import sys
-import time
-import zlib
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
-from fcn_tf1 import rundir, siftflow
-from fcn_tf1.errors import ConfigError, DataError, reason
-from fcn_tf1.siftflow import IMAGE_SIZE, NUM_CLASSES, VOID_LABEL
+from fcn_tf1 import datasets, siftflow
+from fcn_tf1.errors import DataError, reason
 
-# Measured on SIFT Flow: images (natural photos) shrink to ~70% at any level; level 4 keeps
-# label maps at ~1.5 KB for little time, higher levels only cost time.
-GZIP_LEVEL = 4
-
-
-def _encode_one(task):
-    """Decodes one image/label pair and deflates each (runs in a worker process).
-
-    Returns:
-        (image chunk bytes, label chunk bytes, number of void pixels).
-    """
-    image_file, label_file = task
-    image = siftflow.read_image(image_file)
-    label = siftflow.read_label(label_file)
-    # zlib.compress output is exactly what HDF5's gzip (deflate) filter stores, so the
-    # chunks can be written directly and compression runs on every core, not only the parent.
-    return (zlib.compress(image.tobytes(), GZIP_LEVEL), zlib.compress(label.tobytes(), GZIP_LEVEL),
-            int(np.count_nonzero(label == VOID_LABEL)))
-
-
-def _ignore_sigint():
-    # Ctrl-C reaches the whole process group; only the parent should react (and clean up).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _encoded(tasks, workers):
-    """Yields the results of ``_encode_one`` over ``tasks``, in order."""
-    if workers <= 1 or len(tasks) <= 1:
-        yield map(_encode_one, tasks)
-        return
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_ignore_sigint)
-    try:
-        yield pool.map(_encode_one, tasks, chunksize=4)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on error, drop the queued work
-
-
-def _write(part, names, tasks, class_names, source, workers, progress):
-    """Writes the whole HDF5 file at ``part``; returns the number of void pixels."""
-    n, size = len(names), IMAGE_SIZE
-    gzip = dict(compression="gzip", compression_opts=GZIP_LEVEL)
-    void_pixels = 0
-    with h5py.File(part, "x") as out:
-        images = out.create_dataset("images", (n, size, size, 3), np.uint8,
-                                    chunks=(1, size, size, 3), **gzip)
-        labels = out.create_dataset("labels", (n, size, size), np.uint8,
-                                    chunks=(1, size, size), **gzip)
-        out.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
-        out.attrs["class_names"] = np.array(class_names, dtype=h5py.string_dtype("utf-8"))
-        out.attrs["num_classes"] = NUM_CLASSES
-        out.attrs["void_label"] = VOID_LABEL
-        out.attrs["source_split"] = source
-        with _encoded(tasks, workers) as results, tqdm(
-                total=n, desc="prepare", unit="img", file=sys.stderr, disable=not progress) as bar:
-            for i, (image_chunk, label_chunk, void_count) in enumerate(results):
-                images.id.write_direct_chunk((i, 0, 0, 0), image_chunk)
-                labels.id.write_direct_chunk((i, 0, 0), label_chunk)
-                void_pixels += void_count
-                bar.update()
-    return void_pixels
-
-
-def prepare(data_dir, out_path, split=None, names_file=None, limit_per_category=None,
-            workers=None, progress=True, overwrite=False):
-    """Converts the released SIFT Flow layout into one HDF5 file, atomically.
-
-    Every listed name must have its image and label file (checked before any
-    decoding). The file is written to a temporary name in the output directory
-    and renamed at the end; on any error or interrupt the temporary file is
-    removed and a file already at ``out_path`` is left untouched. An existing
-    ``out_path`` is replaced only with ``overwrite``.
-
-    Args:
-        data_dir: SIFT Flow root (Images/, SemanticLabels/, SPLIT.txt).
-        out_path: the HDF5 file to write (parent directories are created).
-        split: split name, reads ``data_dir/SPLIT.txt`` (default "trainval").
-        names_file: any file of names instead of ``split``.
-        limit_per_category: keep only the first K names of each scene category.
-        workers: decoding processes (default: the usable cores; 1 = in-process).
-        progress: show a tqdm bar on stderr.
-        overwrite: replace a file already at ``out_path`` (else DataError).
-
-    Returns:
-        dict with path, num_images, per_category (dict), void_fraction, file_bytes,
-        seconds, source_split.
-
-    Raises:
-        DataError: missing directory, list or file; any bad image or label map.
-        ConfigError: contradictory or out-of-range arguments.
-    """
-    start = time.perf_counter()
-    if split is not None and names_file is not None:
-        raise ConfigError("give either a split or a names file, not both")
-    names, source, tasks = siftflow.list_split(data_dir, split, names_file, limit_per_category)
-    out = pathlib.Path(out_path)
-    if workers is None:
-        # the cores this process may use (a container or taskset may allow fewer than exist)
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count()
-    if workers < 1:
-        raise ConfigError(f"--processes {workers}: must be >= 1")
-    if out.is_dir():
-        raise DataError(f"{out}: is a directory, expected an HDF5 file name")
-    if not overwrite and (out.exists() or out.is_symlink()):
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it")
-    class_names = siftflow.read_class_names(data_dir)
-    part = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_parts(out)
-        void_pixels = _write(part, names, tasks, class_names, source, workers, progress)
-        rundir.fsync_file(part)
-        if overwrite:
-            os.replace(part, out)
-        else:  # a link fails if a file took the name meanwhile: never replaced unasked
-            try:
-                os.link(part, out)
-            except FileExistsError:
-                raise DataError(f"{out}: already exists; pass --overwrite to replace it") from None
-            part.unlink()
-        rundir.fsync_dir(out.parent)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        if isinstance(err, OSError):  # bad inputs arrive as DataError: this is the output side
-            raise DataError(f"{out}: cannot write ({reason(err)})") from None
-        raise
-    return {"path": str(out), "num_images": len(names), "source_split": source,
-            "per_category": dict(Counter(siftflow.category_of(n) for n in names)),
-            "void_fraction": void_pixels / (len(names) * IMAGE_SIZE * IMAGE_SIZE),
-            "file_bytes": out.stat().st_size, "seconds": time.perf_counter() - start}
-
+VOID_LABEL = datasets.VOID
 
 FINGERPRINT_SAMPLES = 64
 
@@ -201,16 +64,6 @@ def fingerprint(path):
             digest.update(np.ascontiguousarray(data._read(data._labels, "labels",
                                                           index)).tobytes())
         return f"{path.stat().st_size}:{len(data)}:{digest.hexdigest()[:32]}"
-
-
-def _remove_dead_parts(out):
-    """Deletes the temporary files of earlier prepares of ``out`` whose process is gone
-    (a SIGKILL leaves one as large as the output); a running prepare's is kept."""
-    for part in out.parent.glob(f".{glob.escape(out.name)}.*-*.part"):
-        pid = part.name[len(out.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not rundir.pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                part.unlink()
 
 
 def _check_stored_here(f, key, path):
@@ -291,19 +144,48 @@ class H5Dataset:
         self._index = {name: i for i, name in enumerate(self.names)}
         if len(self._index) != len(self.names):
             raise DataError(f"{p}: names are not distinct")
-        self.num_classes = int(f.attrs.get("num_classes", NUM_CLASSES))
+        self.num_classes = int(f.attrs.get("num_classes", siftflow.NUM_CLASSES))
         self.void_label = int(f.attrs.get("void_label", VOID_LABEL))
         if not 1 <= self.num_classes <= self.void_label <= 255:
             raise DataError(f"{p}: num_classes {self.num_classes} / void_label {self.void_label} "
                             "out of range (need 1 <= num_classes <= void_label <= 255)")
-        default = siftflow.CLASS_NAMES if self.num_classes == NUM_CLASSES else [
-            f"class{i}" for i in range(self.num_classes)]
+        # a file without a dataset name was written for SIFT Flow, before descriptors
+        self.dataset = str(f.attrs.get("dataset", datasets.SIFTFLOW.name))
+        fallback = datasets.SIFTFLOW if self.dataset == datasets.SIFTFLOW.name \
+            and self.num_classes == siftflow.NUM_CLASSES else None
+        default = fallback.class_names if fallback else [f"class{i}"
+                                                         for i in range(self.num_classes)]
         self.class_names = [c.decode("utf-8") if isinstance(c, bytes) else str(c)
                             for c in f.attrs.get("class_names", default)]
         if len(self.class_names) != self.num_classes:
             raise DataError(f"{p}: {len(self.class_names)} class_names for "
                             f"{self.num_classes} classes")
+        colors = f.attrs.get("class_colors")
+        if colors is None:
+            colors = fallback.palette() if fallback else datasets.voc_palette(self.num_classes)
+        colors = np.asarray(colors)
+        if colors.shape != (self.num_classes, 3) or colors.min() < 0 or colors.max() > 255:
+            raise DataError(f"{p}: class_colors is {colors.shape}, expected [{self.num_classes}, 3] "
+                            "values 0..255")
+        self.class_colors = colors.astype(np.uint8)
+        self._sizes = self._optional(f, "sizes", np.integer, (len(images), 2))
+        if self._sizes is not None and ((self._sizes < 1).any()
+                                        or (self._sizes > images.shape[1:3]).any()):
+            raise DataError(f"{p}: sizes outside 1..{images.shape[1]} x 1..{images.shape[2]}")
+        self._validation = self._optional(f, "validation", np.integer, (len(images),))
+        if self._validation is not None and not np.isin(self._validation, (0, 1)).all():
+            raise DataError(f"{p}: validation must hold 0 or 1 per image")
         self._images, self._labels = images, labels
+
+    def _optional(self, f, key, kind, shape):
+        """The small dataset ``key`` as a numpy array, None when absent; DataError if malformed."""
+        if key not in f:
+            return None
+        _check_stored_here(f, key, self.path)
+        data = f[key]
+        if not np.issubdtype(data.dtype, kind) or data.shape != shape:
+            raise DataError(f"{self.path}: {key} is {data.dtype} {data.shape}, expected {shape}")
+        return data[()]
 
     def __len__(self):
         return len(self.names)
@@ -319,8 +201,18 @@ class H5Dataset:
 
     @property
     def image_shape(self):
-        """(H, W) of every image."""
+        """(H, W) the images are stored at: every image's size, or the largest ones'."""
         return tuple(self._images.shape[1:3])
+
+    @property
+    def uniform(self):
+        """Whether every image has the size image_shape."""
+        return self._sizes is None or bool((self._sizes == self.image_shape).all())
+
+    def size(self, index):
+        """(H, W) of image ``index``."""
+        return self.image_shape if self._sizes is None else tuple(int(v) for v in
+                                                                 self._sizes[int(index)])
 
     def _read(self, dataset, key, index):
         index = int(index)
@@ -333,12 +225,14 @@ class H5Dataset:
                             f"({reason(err)}); the file is corrupt") from None
 
     def image(self, index):
-        """uint8 [H, W, 3] RGB image ``index``."""
-        return self._read(self._images, "images", index)
+        """uint8 [H, W, 3] RGB image ``index``, at its own size."""
+        height, width = self.size(index)
+        return self._read(self._images, "images", index)[:height, :width]
 
     def label(self, index):
         """uint8 [H, W] label map ``index`` (0..num_classes-1, void_label); DataError otherwise."""
-        label = self._read(self._labels, "labels", index)
+        height, width = self.size(index)
+        label = self._read(self._labels, "labels", index)[:height, :width]
         # Bad labels must never reach the loss: on CPU the op raises, on GPU it returns NaN.
         bad = (label >= self.num_classes) & (label != self.void_label)
         if bad.any():
@@ -376,11 +270,20 @@ class H5Dataset:
         for i in range(len(self)) if indices is None else indices:
             yield np.bincount(self.label(i).ravel(), minlength=256)[:self.num_classes]
 
+    @property
+    def has_validation_list(self):
+        """Whether the file marks its dataset's own validation images (e.g. CamVid's val)."""
+        return self._validation is not None
+
     def split(self, val_fraction):
-        """(train, validation) indices of the deterministic split (siftflow.split_train_val).
+        """(train, validation) indices: the dataset's own validation list when the file has
+        one, else the deterministic split of ``val_fraction`` (siftflow.split_train_val).
 
         The training indices are in file order, the validation ones in name order.
         """
+        if self._validation is not None:
+            val = self.indices_of(sorted(n for n, v in zip(self.names, self._validation) if v))
+            return [i for i, v in enumerate(self._validation) if not v], val
         train_names, val_names = siftflow.split_train_val(self.names, val_fraction)
         return sorted(self.indices_of(train_names)), self.indices_of(val_names)
 

@@ -36,11 +36,11 @@ def cache_dir(environ=None):
     return pathlib.Path(base).expanduser() / "fcn_tf1"
 
 
-def prepared_file(data_dir, split, environ=None):
+def prepared_file(data_dir, split, environ=None, dataset="siftflow"):
     """The prepared HDF5 file of ``split`` of the dataset folder ``data_dir``.
 
-    Keyed by the folder's resolved path: ``siftflow_SPLIT_<12 hex digits>.h5``.
+    Keyed by the folder's resolved path: ``DATASET_SPLIT_<12 hex digits>.h5``.
     """
     source = str(pathlib.Path(data_dir).expanduser().resolve())
     key = hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
-    return cache_dir(environ) / f"siftflow_{split}_{key}.h5"
+    return cache_dir(environ) / f"{dataset}_{split}_{key}.h5"

@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from fcn_tf1 import decoders, load_run, siftflow, visualize
+from fcn_tf1 import datasets, decoders, load_run, visualize
 from fcn_tf1.errors import DataError, FcnError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -112,7 +112,7 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
     with load_run.open_trained(train_dir, checkpoint, test_scales, test_flip,
                               prior_correction) as (
             config, session, net, _):
-        class_names = _class_names(config)
+        class_names, palette = datasets.run_classes(config)
         for path, stem in zip(inputs, stems):
             try:
                 image = read_rgb(path)
@@ -123,9 +123,9 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
             classes = session.run(net.predictions, {net.images: image[None].astype(np.float32)})[0]
             classes = classes.astype(np.uint8)
             try:
-                visualize.save_class_map(out_dir / f"{stem}.png", classes)
+                visualize.save_class_map(out_dir / f"{stem}.png", classes, palette=palette)
                 visualize.save_png(out_dir / f"{stem}_color.png",
-                                   visualize.overlay(image, classes, class_names))
+                                   visualize.overlay(image, classes, class_names, palette=palette))
             except OSError as err:  # the output side (a full disk): no point going on
                 raise FcnError(f"{out_dir / stem}.png: cannot write ({err.strerror or err}); "
                                f"{len(written)} image(s) done") from None
@@ -133,8 +133,3 @@ def predict(train_dir, out_dir, inputs, checkpoint=None, test_scales=None, test_
             log(f"{path} -> {out_dir / stem}.png, {stem}_color.png")
     return written, failures
 
-
-def _class_names(config):
-    if config.num_classes == siftflow.NUM_CLASSES:
-        return list(siftflow.CLASS_NAMES)
-    return [f"class_{i}" for i in range(config.num_classes)]

@@ -4,6 +4,7 @@ API::
 
     resolve_config(requested, train_dir, explicit=())   -> (RunConfig, resuming)
     with_data_fingerprint(config, train_dir, resuming)   the data file checked and recorded
+    with_class_set(config, dataset, resuming, train_dir)  the data file's classes, checked
     with_class_statistics(config, dataset, train_indices, log)   class weights / priors
     prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve=True,
                 write_config=True, check=None, where="")   -> Run
@@ -99,6 +100,28 @@ def _with_class_priors(config, counts, log):
     return config.replace(class_priors=priors)
 
 
+def with_class_set(config, dataset, resuming, train_dir):
+    """``config`` with the data file's classes (count, names, colours, void label).
+
+    A resumed run keeps its class set: a data file with other classes is refused
+    (ConfigError, one line), even with --allow-other-data; the graph's last layer
+    and every per-class number belong to the classes it was trained on.
+    """
+    names = tuple(dataset.class_names)
+    if resuming and (config.num_classes != dataset.num_classes or (
+            config.class_names is not None and tuple(config.class_names) != names)):
+        had = ", ".join(config.class_names or ())[:80] or "names not recorded"
+        raise ConfigError(
+            f"{pathlib.Path(train_dir) / config_lib.CONFIG_NAME}: the run was trained on "
+            f"{config.num_classes} classes ({had}), {config.data} has {dataset.num_classes} "
+            f"({', '.join(names)[:80]}); a run cannot change its classes: start a new run "
+            "(--init-from RUN copies the weights that fit)")
+    return config.replace(num_classes=dataset.num_classes, void_label=dataset.void_label,
+                          class_names=names,
+                          class_colors=tuple(tuple(int(v) for v in c)
+                                             for c in dataset.class_colors))
+
+
 def with_data_fingerprint(config, train_dir, resuming):
     """``config`` with the fingerprint of its data file (h5data.fingerprint).
 
@@ -143,6 +166,7 @@ def prepare_run(requested, train_dir, explicit=(), log=print, stop=None, resolve
         check(config)
     config = with_data_fingerprint(config, train_dir, resuming)
     with h5data.H5Dataset(config.data) as dataset:
+        config = with_class_set(config, dataset, resuming, train_dir)
         class_names = list(dataset.class_names)
         train_indices, val_indices = dataset.split(config.val_fraction)
         if not train_indices:

@@ -1,4 +1,4 @@
-"""SIFT Flow: the dataset descriptor, the label contract, and reading the released layout.
+"""SIFT Flow: the label contract, and reading the released layout.
 
 The released ``SiftFlowDataset.zip`` (Liu, Yuen & Torralba) lays out one image
 and one label map per name::
@@ -22,7 +22,7 @@ Label contract (the one place it is stated; every module relies on it):
 
 API::
 
-    NUM_CLASSES, VOID_LABEL, IMAGE_SIZE, CATEGORIES, CLASS_NAMES, SIFTFLOW (DatasetDescriptor)
+    NUM_CLASSES, VOID_LABEL, IMAGE_SIZE, CATEGORIES, CLASS_NAMES, CLASS_COLORS
     image_path(root, name), label_path(root, name), category_of(name)
     labels_from_class_map(class_map, source)    the label contract on a raw ``S``
     read_image(path), read_label(path)          one released file -> uint8 arrays
@@ -35,10 +35,8 @@ Every reader raises ``DataError`` with one line, ``<full path>: <reason>``;
 decoding the files safely is fcn_tf1.decoders' part.
 """
 import collections
-import dataclasses
 import hashlib
 import pathlib
-import types
 
 import numpy as np
 import scipy.io
@@ -59,26 +57,49 @@ CLASS_NAMES = (
     "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole",
     "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight",
     "sun", "tree", "window")
+# Hand-picked so that the frequent SIFT Flow classes read at a glance (sky light
+# blue, sea deep blue, tree dark green, grass green, road purple as in
+# Cityscapes, building brick red) and every pair of classes stays apart: the
+# smallest CIE76 distance between two entries is 21.6 (bridge / pole), and the
+# darkest (rock) is 31.9 from the void black. Row i is label i (class i + 1 of
+# the released classes.txt).
+CLASS_COLORS = (
+    (240, 110, 20),   # 0 awning: orange
+    (255, 120, 200),  # 1 balcony: pink
+    (0, 230, 230),    # 2 bird: cyan
+    (255, 110, 110),  # 3 boat: salmon
+    (100, 130, 160),  # 4 bridge: slate
+    (160, 30, 30),    # 5 building: brick red
+    (0, 90, 90),      # 6 bus: dark teal
+    (0, 0, 230),      # 7 car: blue
+    (255, 200, 215),  # 8 cow: light pink
+    (255, 255, 255),  # 9 crosswalk: white
+    (205, 165, 85),   # 10 desert: ochre
+    (70, 0, 150),     # 11 door: indigo
+    (205, 135, 105),  # 12 fence: tan
+    (185, 205, 60),   # 13 field: yellow-green
+    (50, 190, 50),    # 14 grass: green
+    (110, 0, 70),     # 15 moon: plum
+    (125, 95, 55),    # 16 mountain: earth brown
+    (220, 20, 60),    # 17 person: crimson
+    (140, 240, 140),  # 18 plant: light green
+    (150, 150, 150),  # 19 pole: grey
+    (40, 120, 200),   # 20 river: mid blue
+    (128, 64, 128),   # 21 road: purple
+    (75, 75, 75),     # 22 rock: dark grey
+    (240, 220, 170),  # 23 sand: sand
+    (15, 60, 130),    # 24 sea: deep blue
+    (244, 35, 232),   # 25 sidewalk: magenta
+    (230, 230, 0),    # 26 sign: yellow
+    (135, 200, 245),  # 27 sky: sky blue
+    (190, 120, 255),  # 28 staircase: lilac
+    (255, 170, 0),    # 29 streetlight: amber
+    (255, 255, 140),  # 30 sun: pale yellow
+    (0, 110, 30),     # 31 tree: dark green
+    (0, 200, 150),    # 32 window: turquoise
+)
 IMAGE_SUBDIR = "Images/spatial_envelope_256x256_static_8outdoorcategories"
 LABEL_SUBDIR = "SemanticLabels/spatial_envelope_256x256_static_8outdoorcategories"
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetDescriptor:
-    """What a model needs to know about a dataset (after DeepLab's ``DatasetDescriptor``)."""
-    name: str
-    splits_to_sizes: types.MappingProxyType
-    num_classes: int
-    void_label: int
-    image_size: int
-    categories: tuple
-    class_names: tuple
-
-
-SIFTFLOW = DatasetDescriptor(
-    name="siftflow", splits_to_sizes=types.MappingProxyType({"trainval": 2486, "test": 200}),
-    num_classes=NUM_CLASSES, void_label=VOID_LABEL, image_size=IMAGE_SIZE,
-    categories=CATEGORIES, class_names=CLASS_NAMES)
 
 
 def image_path(root, name):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from fcn_tf1 import summaries
+from fcn_tf1 import datasets, summaries
 from fcn_tf1.errors import FcnError, TrainingDiverged, reason
 
 SPEED_WINDOW = 20  # steps averaged in the img/s figure
@@ -45,6 +45,7 @@ class StepRunner:
     def __init__(self, run, net, writer=None, count_local=False, where="",
                  last_good=lambda: "the latest checkpoint is the last good one", eta=None):
         self.config, self.log, self.net, self.writer = run.config, run.log, net, writer
+        self.palette = datasets.run_classes(run.config)[1]
         self.count_local, self.where, self.last_good, self.eta = count_local, where, last_good, eta
         self.local_steps = 0
         self.losses = []
@@ -107,7 +108,8 @@ class StepRunner:
             self._window.append((time.perf_counter() - started, data_seconds))
         if want_images:
             self.writer.add_summary(summaries.image_summary(
-                summaries.PICTURES_TAG, images[0], labels[0], out["predictions"][0]),
+                summaries.PICTURES_TAG, images[0], labels[0], out["predictions"][0],
+                self.palette),
                 out["step"])
         self._maybe_log(out)
         return out

@@ -39,16 +39,17 @@ def picture_summary(tag, picture):
         height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue()))])
 
 
-def image_summary(tag, image, label, prediction):
+def image_summary(tag, image, label, prediction, palette):
     """A Summary holding one PNG: input | ground truth | prediction, coloured.
 
     Args:
       image: float32 or uint8 [H, W, 3], RGB 0..255.
       label: int [H, W], 0..C-1 or void.
       prediction: int [H, W], 0..C-1.
+      palette: uint8 [C, 3], the class colours.
     """
     return picture_summary(tag, visualize.triptych(np.clip(image, 0, 255).astype(np.uint8),
-                                                   label, prediction))
+                                                   label, prediction, palette=palette))
 
 
 def confusion_picture(matrix, cell=8):

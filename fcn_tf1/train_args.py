@@ -56,14 +56,18 @@ def add_arguments(parser):
                         help="HDF5 file from `fcn-tf1 prepare` (default: the embedded sample "
                              "data/siftflow_sample.h5, real SIFT Flow images)")
     source.add_argument("--data-dir", type=pathlib.Path, default=None,
-                        help="a SIFT Flow root as released (e.g. ../shared/siftflow): its split "
-                             "is prepared into --prepared first (once), then trained on")
+                        help="a dataset folder as released, its layout detected: SIFT Flow "
+                             "(../shared/siftflow), CamVid in SegNet's layout (../shared/camvid) "
+                             "or Pascal VOC; prepared into --prepared first (once), then trained "
+                             "on. Your own folders: `fcn-tf1 prepare` first, then --data")
     data.add_argument("--split", default=None,
-                      help="with --data-dir: the split list ROOT/SPLIT.txt (default: trainval)")
+                      help="with --data-dir: the split to prepare (default: SIFT Flow's trainval, "
+                           "validation carved from it; CamVid's and VOC's train+val, validated "
+                           "on their val list)")
     data.add_argument("--prepared", type=pathlib.Path, default=None,
                       help="with --data-dir: where the prepared HDF5 goes "
                            "(default: the cache folder, $FCN_TF1_CACHE or ~/.cache/fcn_tf1, "
-                           "as siftflow_SPLIT_<key of ROOT>.h5)")
+                           "as DATASET_SPLIT_<key of ROOT>.h5)")
     data.add_argument("--allow-other-data", action="store_const", const=True, default=None,
                       help="resume although the data file's fingerprint (size, images, names, "
                            "labels) differs from the one config.json recorded")
@@ -323,14 +327,17 @@ def train_dir_of(args):
 
 
 def prepared_data(data_dir, split, prepared=None, log=print):
-    """The HDF5 file of ``data_dir``'s ``split``: prepared on first use, then reused."""
-    from fcn_tf1 import h5data
-    out = prepared or paths.prepared_file(data_dir, split)
+    """The HDF5 file of ``data_dir``'s ``split`` (None: the layout's default split):
+    prepared on first use, then reused. The layout is detected (fcn_tf1.layouts)."""
+    from fcn_tf1 import layouts, prepare_data
+    descriptor = layouts.descriptor_for(data_dir)
+    split = split or layouts.default_split(descriptor)
+    out = prepared or paths.prepared_file(data_dir, split, dataset=descriptor.name)
     if out.is_file():
         log(f"using prepared data {out} (delete it to prepare again)")
-    else:  # h5data.prepare creates the folder, and names it in an error
-        log(f"preparing {data_dir} split {split} -> {out}")
-        h5data.prepare(data_dir, out, split=split)
+    else:  # prepare_data.prepare creates the folder, and names it in an error
+        log(f"preparing {data_dir} ({descriptor.name}) split {split} -> {out}")
+        prepare_data.prepare(data_dir, out, split=split, descriptor=descriptor)
     return out
 
 
@@ -351,7 +358,7 @@ def config_from_args(args, log=print):
         return read_run_config(args.run_config)
     data = args.data
     if args.data_dir is not None:
-        data = prepared_data(args.data_dir, args.split or "trainval", args.prepared, log)
+        data = prepared_data(args.data_dir, args.split, args.prepared, log)
     return build_config(given_options(args), args.preset, data, args.epochs, count_train_images)
 
 

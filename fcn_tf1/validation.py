@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from fcn_tf1 import batches, evaluate, metrics, rundir, summaries, visualize
+from fcn_tf1 import batches, datasets, evaluate, metrics, rundir, summaries, visualize
 from fcn_tf1.errors import FcnError
 from fcn_tf1.run_clock import CURVE_PNG
 
@@ -31,11 +31,13 @@ def validate(session, net, run, keep_pngs=0):
     """
     config = run.config
     pngs = []
+    palette = datasets.run_classes(config)[1]
 
     def keep(images, labels, predictions, names):
         for image, label, prediction, name in zip(images, labels, predictions, names):
             if len(pngs) < keep_pngs:
-                pngs.append((name, visualize.triptych(image.astype(np.uint8), label, prediction)))
+                pngs.append((name, visualize.triptych(image.astype(np.uint8), label, prediction,
+                                                         palette=palette)))
 
     result = evaluate.evaluate_in_session(
         session, net, batches.iterate_batches(config.data, run.val_indices, config.batch_size),

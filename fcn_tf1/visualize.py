@@ -17,49 +17,11 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from fcn_tf1 import siftflow
 from fcn_tf1.siftflow import VOID_LABEL
 
-# Hand-picked so that the frequent SIFT Flow classes read at a glance (sky light
-# blue, sea deep blue, tree dark green, grass green, road purple as in
-# Cityscapes, building brick red) and every pair of classes stays apart: the
-# smallest CIE76 distance between two entries is 21.6 (bridge / pole), and the
-# darkest (rock) is 31.9 from the void black. Row i is label i (class i + 1 of
-# the released classes.txt).
-PALETTE = np.array([
-    (240, 110, 20),   # 0 awning: orange
-    (255, 120, 200),  # 1 balcony: pink
-    (0, 230, 230),    # 2 bird: cyan
-    (255, 110, 110),  # 3 boat: salmon
-    (100, 130, 160),  # 4 bridge: slate
-    (160, 30, 30),    # 5 building: brick red
-    (0, 90, 90),      # 6 bus: dark teal
-    (0, 0, 230),      # 7 car: blue
-    (255, 200, 215),  # 8 cow: light pink
-    (255, 255, 255),  # 9 crosswalk: white
-    (205, 165, 85),   # 10 desert: ochre
-    (70, 0, 150),     # 11 door: indigo
-    (205, 135, 105),  # 12 fence: tan
-    (185, 205, 60),   # 13 field: yellow-green
-    (50, 190, 50),    # 14 grass: green
-    (110, 0, 70),     # 15 moon: plum
-    (125, 95, 55),    # 16 mountain: earth brown
-    (220, 20, 60),    # 17 person: crimson
-    (140, 240, 140),  # 18 plant: light green
-    (150, 150, 150),  # 19 pole: grey
-    (40, 120, 200),   # 20 river: mid blue
-    (128, 64, 128),   # 21 road: purple
-    (75, 75, 75),     # 22 rock: dark grey
-    (240, 220, 170),  # 23 sand: sand
-    (15, 60, 130),    # 24 sea: deep blue
-    (244, 35, 232),   # 25 sidewalk: magenta
-    (230, 230, 0),    # 26 sign: yellow
-    (135, 200, 245),  # 27 sky: sky blue
-    (190, 120, 255),  # 28 staircase: lilac
-    (255, 170, 0),    # 29 streetlight: amber
-    (255, 255, 140),  # 30 sun: pale yellow
-    (0, 110, 30),     # 31 tree: dark green
-    (0, 200, 150),    # 32 window: turquoise
-], dtype=np.uint8)
+# SIFT Flow's class colours (fcn_tf1.siftflow.CLASS_COLORS): the default palette.
+PALETTE = np.array(siftflow.CLASS_COLORS, dtype=np.uint8)
 PALETTE.flags.writeable = False
 VOID_COLOR = np.zeros(3, np.uint8)
 VOID_COLOR.flags.writeable = False

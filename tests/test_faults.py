@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fcn_tf1 import checkpoints, cli, h5data, rundir, train
+from fcn_tf1 import checkpoints, cli, h5data, prepare_data, rundir, train
 from fcn_tf1.errors import FcnError
 from tests.support import fuzz_inputs, harness, scenarios
 from tests.support.harness import Trainer, check_checkpoints, tiny_config
@@ -256,7 +256,7 @@ def test_prepare_removes_the_temporary_file_of_a_killed_prepare(tmp_path):
     killed, running = (out.parent / f".data.h5.{pid}-0a1b2c3d.part" for pid in (dead, os.getpid()))
     killed.write_bytes(b"half an HDF5 file")
     running.write_bytes(b"another prepare, still writing")
-    h5data.prepare(root, out, workers=1, progress=False)
+    prepare_data.prepare(root, out, workers=1, progress=False)
     assert sorted(p.name for p in out.parent.iterdir()) == [running.name, "data.h5"]
 
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fcn_tf1 import batches, h5data, siftflow
+from fcn_tf1 import batches, h5data, prepare_data, siftflow
 from fcn_tf1.errors import ConfigError, DataError
 
 
@@ -28,7 +28,7 @@ def real_h5(siftflow_root, tmp_path_factory):
     names_file = tmp / "names.txt"
     names_file.write_text("\n".join(_names_per_category(siftflow_root, 1)) + "\n")
     out = tmp / "real.h5"
-    summary = h5data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False)
+    summary = prepare_data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False)
     assert summary["num_images"] == 8 and summary["path"] == str(out)
     assert 0 < summary["void_fraction"] < 1
     return out
@@ -85,7 +85,7 @@ def test_prepare_parallel_limit_per_category(siftflow_root, real_h5, tmp_path):
     names_file = tmp_path / "names.txt"
     names_file.write_text("\n".join(_names_per_category(siftflow_root, 2)) + "\n")
     out = tmp_path / "sub" / "parallel.h5"
-    summary = h5data.prepare(siftflow_root, out, names_file=names_file, limit_per_category=1,
+    summary = prepare_data.prepare(siftflow_root, out, names_file=names_file, limit_per_category=1,
                              workers=2, progress=False)
     assert summary["per_category"] == {c: 1 for c in siftflow.CATEGORIES}
     with h5data.H5Dataset(out) as parallel, h5data.H5Dataset(real_h5) as serial:
@@ -112,7 +112,7 @@ def test_prepare_failure_leaves_existing_output_untouched(siftflow_root, tmp_pat
 
     monkeypatch.setattr(siftflow, "read_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        h5data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False,
+        prepare_data.prepare(siftflow_root, out, names_file=names_file, workers=1, progress=False,
                        overwrite=True)
     assert out.read_bytes() == b"previous" and len(calls) == 3
     assert [p.name for p in out.parent.iterdir()] == ["data.h5"]  # no temporary file left

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from fcn_tf1 import h5data, siftflow
+from fcn_tf1 import datasets, h5data, siftflow
 from fcn_tf1.errors import ConfigError, DataError
 
 
@@ -64,8 +64,8 @@ def test_paths_and_category(tmp_path):
 def test_descriptor_matches_what_prepare_stored(default_data):
     # the sample file was written by `fcn-tf1 prepare` from the released .mat names
     with h5data.H5Dataset(default_data) as data:
-        assert data.num_classes == siftflow.SIFTFLOW.num_classes == 33
-        assert tuple(data.class_names) == tuple(siftflow.SIFTFLOW.class_names)
+        assert data.num_classes == datasets.SIFTFLOW.num_classes == 33
+        assert tuple(data.class_names) == tuple(datasets.SIFTFLOW.class_names)
 
 
 def test_readers_on_real_files_match_published_checksums(siftflow_root):
