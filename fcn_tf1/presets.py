@@ -30,7 +30,19 @@ def _siftflow_cpu(learning_rate, class_weighting, loss_words="", **more):
             f"{learning_rate:g} with the poly decay over a 60-minute budget (as many steps as "
             f"fit, at most 100000){loss_words}")
     return dict(_SIFTFLOW_CPU, learning_rate=learning_rate, class_weighting=class_weighting,
-                description=what, **more)
+                description=what, dataset="siftflow", **more)
+
+
+_CAMVID_CPU = dict(_SIFTFLOW_CPU, scale_jitter=(0.75, 1.5), eval_every_steps=500)
+
+
+def _camvid_cpu(class_weighting, loss_words=""):
+    what = ("CamVid (11 classes, 480x360; train list, validated on the val list): compact "
+            "FCN-8s width 32 on whole images at half resolution with scale jitter 0.75-1.5 and "
+            "flip, batches of 8 drawn with repeat factor sampling 0.1, Adam 5e-4 with the poly "
+            f"decay over a 60-minute budget{loss_words}")
+    return dict(_CAMVID_CPU, learning_rate=5e-4, class_weighting=class_weighting,
+                description=what, dataset="camvid")
 
 
 PRESETS = {
@@ -47,7 +59,12 @@ PRESETS = {
         1e-3, "median_frequency",
         ", with the class-balanced (median frequency) loss and predictions corrected by the "
         "class priors (prior correction 0.6)", prior_correction=0.6),
+    "camvid-cpu-60min": _camvid_cpu("none"),
+    "camvid-cpu-60min-balanced": _camvid_cpu(
+        "median_frequency", ", with the class-balanced (median frequency) loss"),
 }
+DATA_HINTS = {"siftflow": "the full SIFT Flow: pass --data-dir ROOT (e.g. ../shared/siftflow)",
+              "camvid": "CamVid: pass --data-dir ROOT (e.g. ../shared/camvid)"}
 
 
 def describe():
@@ -59,4 +76,10 @@ def options(name):
     """The RunConfig fields preset ``name`` sets."""
     if name not in PRESETS:
         raise ConfigError(f"--preset {name}: unknown preset; choose one of {', '.join(PRESETS)}")
-    return {key: value for key, value in PRESETS[name].items() if key != "description"}
+    return {key: value for key, value in PRESETS[name].items()
+            if key not in ("description", "dataset")}
+
+
+def data_hint(name):
+    """Which data preset ``name`` is a recipe for, as advice."""
+    return DATA_HINTS[PRESETS[name]["dataset"]]

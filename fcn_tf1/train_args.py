@@ -296,8 +296,8 @@ def build_config(given, preset=None, data=None, epochs=None, count_train_images=
     options = {}
     if preset is not None:
         if data is None:
-            raise ConfigError(f"--preset {preset} is a recipe for the full SIFT Flow: "
-                              "pass --data-dir ROOT (e.g. ../shared/siftflow) or --data FILE.h5")
+            raise ConfigError(f"--preset {preset} is a recipe for {presets.data_hint(preset)} "
+                              "or --data FILE.h5")
         options.update(presets.options(preset))
     options.update({k: v for k, v in given.items() if k != "data"})
     if epochs is not None:
