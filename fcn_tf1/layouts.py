@@ -71,10 +71,14 @@ def detect(root):
 def descriptor_for(root=None, dataset=None, descriptor_file=None, classes=None, void=None):
     """The Descriptor of a prepare: a descriptor file, ``--classes``/``--void``, a built-in
     ``--dataset`` name, or (none given) the built-in one of ``root``'s detected layout."""
-    if descriptor_file is not None:
-        return datasets.load(descriptor_file)
-    if classes is not None:
-        return datasets.from_options(classes, void if void is not None else ())
+    if sum(x is not None for x in (dataset, descriptor_file, classes)) > 1:
+        raise ConfigError("say what the labels mean once: --dataset, --descriptor or --classes")
+    if descriptor_file is not None or classes is not None:
+        if void is not None and classes is None:
+            raise ConfigError("--void goes with --classes (a --descriptor file says its void)")
+        given = (datasets.load(descriptor_file) if descriptor_file is not None
+                 else datasets.from_options(classes, void if void is not None else ()))
+        return _with_layout(given, root)
     if void is not None:
         raise ConfigError("--void needs --classes (or a --descriptor file)")
     if dataset is not None:
@@ -95,6 +99,17 @@ def descriptor_for(root=None, dataset=None, descriptor_file=None, classes=None, 
             raise ConfigError(f"{classes_txt}: names other classes than CamVid's; describe the "
                               "dataset with --descriptor FILE.json (docs/DATASETS.md)")
     return datasets.CAMVID
+
+
+def _with_layout(descriptor, root):
+    """A user's descriptor laid out like ``root`` (detected) when it names no layout."""
+    if root is None or descriptor.layout != "folders":
+        return descriptor
+    layout = detect(root)
+    if layout == "siftflow":
+        raise ConfigError(f"{root}: SIFT Flow's .mat labels have their own classes; drop "
+                          "--classes / --descriptor (or --dataset siftflow)")
+    return descriptor.replace(layout=layout)
 
 
 def _read_pair_list(list_file, root):

@@ -1,8 +1,9 @@
 """Shared fixtures and the two test tiers.
 
 Tests that need the real SIFT Flow data read it from ``../shared/siftflow``
-(relative to the repository root, or $FCN_TF1_SIFTFLOW) and skip with a
-visible reason where it is absent; CI has it.
+(relative to the repository root, or $FCN_TF1_SIFTFLOW), CamVid from
+``../shared/camvid`` (or $FCN_TF1_CAMVID); they skip with a visible reason
+where it is absent.
 
 Tiers (pytest.ini): a test is ``integration`` when it starts processes (a
 trainer, a cluster, the CLI, a fuzzing child) or runs whole training runs;
@@ -18,6 +19,8 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIFTFLOW_ROOT = pathlib.Path(
     os.environ.get("FCN_TF1_SIFTFLOW", REPO_ROOT.parent / "shared" / "siftflow"))
+CAMVID_ROOT = pathlib.Path(
+    os.environ.get("FCN_TF1_CAMVID", REPO_ROOT.parent / "shared" / "camvid"))
 DEFAULT_DATA = REPO_ROOT / "data" / "siftflow_sample.h5"
 
 
@@ -28,6 +31,15 @@ def siftflow_root():
         pytest.skip(f"real SIFT Flow data not found at {SIFTFLOW_ROOT} "
                     "(set FCN_TF1_SIFTFLOW to its root)")
     return SIFTFLOW_ROOT
+
+
+@pytest.fixture(scope="session")
+def camvid_root():
+    """The real CamVid subset in SegNet's layout; skips where it is not on this machine."""
+    if not (CAMVID_ROOT / "train.txt").is_file():
+        pytest.skip(f"real CamVid data not found at {CAMVID_ROOT} "
+                    "(set FCN_TF1_CAMVID to its root)")
+    return CAMVID_ROOT
 
 
 @pytest.fixture(scope="session")
