@@ -69,6 +69,7 @@ INTEGRATION = {
                                     "test_predict_never_overwrites_inputs_or_earlier_outputs",
                                     "test_eval_predict_export_without_the_checkpoint_state_file",
                                     "test_a_corrupt_newest_checkpoint_is_one_line_in_every_command"},
+    "test_datasets_e2e.py": None,  # whole runs on VOC-layout and CamVid data
     "test_warm_start.py": None,  # whole runs: FCN-32s, FCN-16s from it, the best checkpoint
     "test_cli.py": {"test_run_train_shows_its_own_usage"},  # run_train.py in a subprocess
     "test_gpu.py": {"test_the_log_names_the_devices", "test_training_runs_on_the_gpu",
