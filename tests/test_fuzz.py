@@ -32,7 +32,7 @@ def reader_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("fuzz")
     proc = subprocess.run(
         [sys.executable, "-m", fuzz.__name__, "--seconds", "4", "--min-cases", "60",
-         "--readers", "jpeg,mat,hdf5,batches", "--prepare-trials", "16", "--config-cases", "0",
+         "--readers", "jpeg,mat,hdf5,batches,png", "--prepare-trials", "16", "--config-cases", "0",
          "--name-cases", "0", "--out", str(out), "--json", str(out / "report.json")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     current = (out / "current").read_text() if (out / "current").exists() else "?"
@@ -42,7 +42,7 @@ def reader_report(tmp_path_factory):
     return json.loads((out / "report.json").read_text())
 
 
-@pytest.mark.parametrize("reader", ["jpeg", "mat", "hdf5", "batches"])
+@pytest.mark.parametrize("reader", ["jpeg", "mat", "hdf5", "batches", "png"])
 def test_readers_answer_garbage_with_one_line_errors(reader_report, reader):
     counts = reader_report[reader]
     assert counts["findings"] == [], counts["findings"][:5]

@@ -9,6 +9,7 @@ Readers (each gets an equal share of ``--seconds``):
     hdf5     h5data.H5Dataset: open, read items, label_counts
     batches  batches.iterate_batches and batches.BatchStream over the same mutated files
     rgb      predict.read_rgb, what `fcn-tf1 predict` decodes (imports TensorFlow)
+    png      layouts.read_label_png: mutated grey and palette label PNGs
 
 HDF5 cases whose edits touch a global heap collection of the seed file (where
 variable-length strings live: ``names``, ``class_names``) are *skipped*, and
@@ -48,7 +49,7 @@ import time
 
 import numpy as np
 
-from fcn_tf1 import batches, h5data, siftflow
+from fcn_tf1 import batches, datasets, h5data, layouts, siftflow
 from fcn_tf1.errors import ConfigError, DataError
 
 from .fuzz_inputs import make_root, mutate, seed_inputs
@@ -72,10 +73,19 @@ def _read_hdf5(path):
         n = len(data)
         for i in sorted({0, 1, n - 1} & set(range(n))):  # a few: a mutated N may be huge
             image, label = data.image(i), data.label(i)
-            assert image.dtype == np.uint8 and image.shape == data.image_shape + (3,)
-            assert label.shape == data.image_shape
+            assert image.dtype == np.uint8 and image.shape == data.size(i) + (3,)
+            assert label.shape == data.size(i)
         if n <= 8:
             data.label_counts()
+
+
+LABEL_PNG = datasets.Descriptor(name="fuzz", class_names=siftflow.CLASS_NAMES, void_values=(255,))
+
+
+def _read_label_png(path):
+    label = layouts.read_label_png(path, LABEL_PNG)
+    assert label.ndim == 2 and label.dtype == np.uint8
+    assert ((label <= 32) | (label == 255)).all()
 
 
 def _read_batches(path):
@@ -97,7 +107,7 @@ def _read_rgb(path):
 
 READERS = {"jpeg": ("jpeg", _read_image), "mat": ("mat", _read_label),
            "hdf5": ("hdf5", _read_hdf5), "batches": ("hdf5", _read_batches),
-           "rgb": ("jpeg", _read_rgb)}
+           "rgb": ("jpeg", _read_rgb), "png": ("png", _read_label_png)}
 
 
 def run_case(read, path):

@@ -92,6 +92,15 @@ def _h5_bytes(images, labels, names, workdir):
     return data
 
 
+def _palette_png(label):
+    """A label map as a palette ("P") PNG, the way VOC stores them."""
+    image = Image.fromarray(label, mode="L").convert("P")
+    image.putpalette(list(range(256)) * 3)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def seed_inputs(workdir):
     """Valid files per reader: {"jpeg": [(suffix, bytes)], "mat": [...], "hdf5": [...]}."""
     pairs = _sample_arrays()
@@ -106,6 +115,8 @@ def seed_inputs(workdir):
         "mat": [(".mat", mat_bytes({"S": s, "names": names})),
                 (".mat", mat_bytes({"S": s.astype(np.uint8)}, do_compression=True)),
                 (".mat", mat_bytes({"S": s.astype(np.int16)}, format="4"))],
+        "png": [(".png", encode_image(label, format="PNG")),
+                (".png", _palette_png(label))],
         "hdf5": [(".h5", _h5_bytes(np.stack([image, image2]), np.stack([label, pairs[1][1]]),
                                    ["coast_a1", "forest_b2"], workdir)),
                  (".h5", _h5_bytes(*small, ["coast_a1", "forest_b2", "street_c3"], workdir))],
