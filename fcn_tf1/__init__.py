@@ -1,4 +1,4 @@
-"""fcn_tf1: per-pixel scene labeling (SIFT Flow, 33 classes) in TF1-style graph code.
+"""fcn_tf1: per-pixel scene labeling (SIFT Flow, CamVid, your own data) in TF1-style graph code.
 
 The public API, for notebooks and scripts (imported on first use, so
 ``import fcn_tf1`` alone does not load TensorFlow)::
@@ -19,9 +19,12 @@ Data flows one stage per module::
 
     files -> HDF5 -> batches -> inference -> loss -> training -> eval / predict / export
 
-    siftflow.py       dataset descriptor, the label contract, reading the released layout
+    datasets.py       dataset descriptors: classes, void values, label encoding, colours
+    layouts.py        where a dataset's files are (SIFT Flow, SegNet/CamVid, VOC, folders)
+    siftflow.py       SIFT Flow's label contract and released layout
     decoders.py       safe decoding of image and MATLAB .mat files (one DataError line)
-    h5data.py         prepare (files -> HDF5, atomic, parallel) and validated reading
+    prepare_data.py   prepare: files -> one HDF5 file (atomic, parallel); prepare_command.py
+    h5data.py         the prepared file: validated reading, images at their own sizes
     batches.py        deterministic, resumable, augmented batches; evaluation batches
     layers.py         conv / batch norm / dropout / bilinear upsampling from get_variable + tf.nn
     model.py          inference(images, ...) -> unscaled logits [B, H, W, num_classes]

@@ -227,7 +227,7 @@ def _run_eval(args):
 def _add_predict(subparsers):
     p = subparsers.add_parser(
         "predict", help="class maps and coloured overlays for any JPEG/PNG images",
-        description="For each image NAME: OUT/NAME.png (the class map, 0..32, an indexed PNG "
+        description="For each image NAME: OUT/NAME.png (the class map, 0..C-1, an indexed PNG "
                     "whose palette holds the class colours) and "
                     "OUT/NAME_color.png (palette over the image, legend of the classes present). "
                     "Unreadable images are reported and skipped; the exit status is then 1.")
@@ -262,7 +262,7 @@ def _add_export(subparsers):
         "export", help="write a SavedModel for TF2 serving",
         description="A SavedModel loadable with tf.saved_model.load in eager TF2: signature "
                     "serving_default, input images uint8 [N,H,W,3], outputs classes int32 "
-                    "[N,H,W] and probabilities float32 [N,H,W,33].")
+                    "[N,H,W] and probabilities float32 [N,H,W,C] (C: the run's classes).")
     p.add_argument("--train-dir", required=True, type=pathlib.Path, help="the trained run")
     _add_checkpoint_option(p)
     p.add_argument("--out", required=True, type=pathlib.Path, help="new SavedModel directory")

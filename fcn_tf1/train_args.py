@@ -72,10 +72,13 @@ def add_arguments(parser):
                       help="resume although the data file's fingerprint (size, images, names, "
                            "labels) differs from the one config.json recorded")
     data.add_argument("--val-fraction", type=float, default=None,
-                      help=f"fraction of images per scene category held out for validation, "
-                           f"deterministic (default {D.val_fraction})")
+                      help=f"fraction of images per category (name prefix) held out for "
+                           f"validation, deterministic; a data file with its own validation list "
+                           f"(CamVid's, VOC's val) uses that list instead (default "
+                           f"{D.val_fraction})")
     data.add_argument("--crop-size", type=_optional_int, default=None,
-                      help=f"random square crop for training; 'full' for whole 256x256 images "
+                      help=f"random square crop for training; 'full' for whole images (a file of "
+                           f"mixed sizes: the largest, smaller ones padded with void) "
                            f"(default {D.crop_size})")
     data.add_argument("--no-flip", dest="flip", action="store_const", const=False, default=None,
                       help="no random horizontal flips")
