@@ -114,8 +114,8 @@ def with_class_set(config, dataset, resuming, train_dir):
         raise ConfigError(
             f"{pathlib.Path(train_dir) / config_lib.CONFIG_NAME}: the run was trained on "
             f"{config.num_classes} classes ({had}), {config.data} has {dataset.num_classes} "
-            f"({', '.join(names)[:80]}); a run cannot change its classes: start a new run "
-            "(--init-from RUN copies the weights that fit)")
+            f"({', '.join(names)[:80]}); a run cannot change its classes: train a new run "
+            "in another --train-dir")
     return config.replace(num_classes=dataset.num_classes, void_label=dataset.void_label,
                           class_names=names,
                           class_colors=tuple(tuple(int(v) for v in c)
