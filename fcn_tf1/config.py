@@ -26,6 +26,7 @@ VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
 BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
+PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("poly", "poly_time", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency",
                     "median_frequency_global")
@@ -39,7 +40,7 @@ RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
-    "allow_other_data", "init_from", "keep_best",
+    "allow_other_data", "init_from", "keep_best", "precision",
 })
 KEEP_BEST = ("mean_iou", "mean_iou_gt_or_predicted", "pixel_accuracy", "mean_accuracy",
              "frequency_weighted_iou", "none")
@@ -130,6 +131,7 @@ class RunConfig:
     weight_decay: float = 5e-4
     max_steps: int = 500  # python run_train.py: about 2-3 minutes on 2 CPU cores
     max_minutes: float = 0.0
+    precision: str = "fp32"  # bf16: oneDNN's automatic mixed precision rewrite (CPU)
     # bookkeeping
     save_every_steps: int = 100
     save_every_secs: float = 600.0
@@ -172,6 +174,7 @@ def _problems(cfg):
     choice("lr_schedule", SCHEDULES)
     choice("class_weighting", CLASS_WEIGHTINGS)
     choice("keep_best", KEEP_BEST)
+    choice("precision", PRECISIONS)
     for name in ("num_classes", "width", "batch_size", "max_steps", "learning_rate",
                  "step_size", "max_to_keep"):
         positive(name)

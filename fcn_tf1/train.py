@@ -69,7 +69,11 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
         log(f"devices: {devices_lib.describe_visible()}")
         if devices is not None:
             session_config = devices.session_config
-        result = _run(run, devices, session_config or devices_lib.session_config())
+        if run.config.precision != "fp32":
+            log(f"precision {run.config.precision}: oneDNN's automatic mixed precision rewrite "
+                "(convolutions and their gradients in bfloat16, variables float32)")
+        result = _run(run, devices, devices_lib.apply_precision(
+            session_config or devices_lib.session_config(), run.config.precision))
     if stop():
         log(f"stopped by {stop.signal_name} at step {result['step']}; checkpoint saved, "
             "run the same command again to resume")

@@ -118,6 +118,12 @@ def add_arguments(parser):
                           "raises that rate again); 0 = none (default 0)")
     run.add_argument("--batch-size", type=int, default=None,
                      help=f"images per step (default {D.batch_size})")
+    run.add_argument("--precision", choices=config_lib.PRECISIONS, default=None,
+                     help="bf16: oneDNN's automatic mixed precision graph rewrite, convolutions "
+                          "and their gradients in bfloat16, variables in float32; on CPUs with "
+                          "AVX512_BF16 or AMX (TensorFlow skips it elsewhere); measured 1.31x "
+                          "the img/s of fp32 on an AVX512_BF16 EPYC (docs/BENCHMARKS.md) "
+                          "(default fp32)")
     run.add_argument("--seed", type=int, default=None,
                      help=f"seed of the weights, data order and augmentation (default {D.seed})")
     run.add_argument("--save-every-steps", type=int, default=None,

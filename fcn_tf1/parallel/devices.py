@@ -3,6 +3,7 @@
 API::
 
     session_config(gpu_memory_growth=True)       ConfigProto for a training Session
+    apply_precision(config, precision)           bf16: oneDNN's mixed precision rewrite
     tower_devices(num_towers, virtual_cpus=False, variables_on="cpu",
                   gpu_memory_growth=True)        -> Devices (names, session_config, ...)
     describe_visible()                           the devices TensorFlow sees, for the log
@@ -42,6 +43,18 @@ def session_config(gpu_memory_growth=True, **fields):
     ``gpu_memory_growth`` is False, in which case TensorFlow reserves nearly all of it."""
     config = tf1.ConfigProto(allow_soft_placement=True, **fields)
     config.gpu_options.allow_growth = bool(gpu_memory_growth)
+    return config
+
+
+def apply_precision(config, precision):
+    """Sets ``precision`` on a Session ConfigProto: "bf16" turns on Grappler's
+    auto_mixed_precision_onednn_bfloat16 rewrite (convolutions, their gradients and batch
+    norm in bfloat16 on CPUs with AVX512_BF16 or AMX; variables and the loss stay float32;
+    TensorFlow skips the rewrite on CPUs without bfloat16). Returns ``config``."""
+    if precision == "bf16":
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+            rewriter_config_pb2.RewriterConfig.ON
     return config
 
 
