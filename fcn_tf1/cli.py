@@ -167,8 +167,11 @@ def _add_eval(subparsers):
                         help="HDF5 file from `fcn-tf1 prepare`: its images the run did not "
                              "train on are scored")
     source.add_argument("--data-dir", type=pathlib.Path, default=None,
-                        help="a released SIFT Flow root, read directly (with --split/--names-file)")
-    p.add_argument("--split", default=None, help="with --data-dir: ROOT/SPLIT.txt (default trainval)")
+                        help="a dataset folder as released (SIFT Flow, SegNet's CamVid, VOC; "
+                             "the layout is detected), read directly (with --split/--names-file)")
+    p.add_argument("--split", default=None,
+                   help="with --data-dir: the split list (default: SIFT Flow's trainval, "
+                        "SegNet's and VOC's train+val)")
     p.add_argument("--names-file", type=pathlib.Path, default=None,
                    help="with --data-dir: a file of image names instead of --split")
     p.add_argument("--include-training-images", action="store_true",

@@ -24,22 +24,23 @@ CAMVID_ROOT = pathlib.Path(
 DEFAULT_DATA = REPO_ROOT / "data" / "siftflow_sample.h5"
 
 
+def _shared_root(root, env, what):
+    """``root`` when its list file is there; a visible skip otherwise."""
+    if not (root / ("trainval.txt" if env == "FCN_TF1_SIFTFLOW" else "train.txt")).is_file():
+        pytest.skip(f"real {what} data not found at {root} (set {env} to its root)")
+    return root
+
+
 @pytest.fixture(scope="session")
 def siftflow_root():
     """The real SIFT Flow trainval root; skips where it is not on this machine."""
-    if not (SIFTFLOW_ROOT / "trainval.txt").is_file():
-        pytest.skip(f"real SIFT Flow data not found at {SIFTFLOW_ROOT} "
-                    "(set FCN_TF1_SIFTFLOW to its root)")
-    return SIFTFLOW_ROOT
+    return _shared_root(SIFTFLOW_ROOT, "FCN_TF1_SIFTFLOW", "SIFT Flow")
 
 
 @pytest.fixture(scope="session")
 def camvid_root():
     """The real CamVid subset in SegNet's layout; skips where it is not on this machine."""
-    if not (CAMVID_ROOT / "train.txt").is_file():
-        pytest.skip(f"real CamVid data not found at {CAMVID_ROOT} "
-                    "(set FCN_TF1_CAMVID to its root)")
-    return CAMVID_ROOT
+    return _shared_root(CAMVID_ROOT, "FCN_TF1_CAMVID", "CamVid")
 
 
 @pytest.fixture(scope="session")
