@@ -300,7 +300,11 @@ def class_set(num_classes, class_names=None, class_colors=None):
     names = list(class_names or (legacy.class_names if legacy else
                                  [f"class_{i}" for i in range(num_classes)]))
     if class_colors is not None:
-        return names, np.array(class_colors, np.uint8)
+        colors = np.asarray(class_colors)
+        if colors.size and (colors.min() < 0 or colors.max() > 255):
+            raise ValueError(f"class colours outside 0..255 (min {colors.min()}, "
+                             f"max {colors.max()})")
+        return names, colors.astype(np.uint8)
     return names, legacy.palette() if legacy else voc_palette(num_classes)
 
 

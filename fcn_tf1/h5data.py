@@ -151,23 +151,17 @@ class H5Dataset:
                             "out of range (need 1 <= num_classes <= void_label <= 255)")
         # a file without a dataset name was written for SIFT Flow, before descriptors
         self.dataset = str(f.attrs.get("dataset", datasets.SIFTFLOW.name))
-        fallback = datasets.SIFTFLOW if self.dataset == datasets.SIFTFLOW.name \
-            and self.num_classes == siftflow.NUM_CLASSES else None
-        default = fallback.class_names if fallback else [f"class{i}"
-                                                         for i in range(self.num_classes)]
-        self.class_names = [c.decode("utf-8") if isinstance(c, bytes) else str(c)
-                            for c in f.attrs.get("class_names", default)]
-        if len(self.class_names) != self.num_classes:
-            raise DataError(f"{p}: {len(self.class_names)} class_names for "
-                            f"{self.num_classes} classes")
-        colors = f.attrs.get("class_colors")
-        if colors is None:
-            colors = fallback.palette() if fallback else datasets.voc_palette(self.num_classes)
-        colors = np.asarray(colors)
-        if colors.shape != (self.num_classes, 3) or colors.min() < 0 or colors.max() > 255:
-            raise DataError(f"{p}: class_colors is {colors.shape}, expected [{self.num_classes}, 3] "
-                            "values 0..255")
-        self.class_colors = colors.astype(np.uint8)
+        names = f.attrs.get("class_names")
+        names, colors = datasets.class_set(
+            self.num_classes, None if names is None else [
+                c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in names],
+            f.attrs.get("class_colors"))
+        if len(names) != self.num_classes:
+            raise DataError(f"{p}: {len(names)} class_names for {self.num_classes} classes")
+        if colors.shape != (self.num_classes, 3):
+            raise DataError(f"{p}: class_colors is {colors.shape}, expected "
+                            f"[{self.num_classes}, 3]")
+        self.class_names, self.class_colors = names, colors
         self._sizes = self._optional(f, "sizes", np.integer, (len(images), 2))
         if self._sizes is not None and ((self._sizes < 1).any()
                                         or (self._sizes > images.shape[1:3]).any()):
