@@ -34,7 +34,6 @@ API::
 Every reader raises ``DataError`` with one line, ``<full path>: <reason>``;
 decoding the files safely is fcn_tf1.decoders' part.
 """
-import collections
 import hashlib
 import pathlib
 
@@ -236,14 +235,13 @@ def read_names(path):
     return names
 
 
-def list_split(root, split=None, names_file=None, limit_per_category=None):
+def list_split(root, split=None, names_file=None):
     """The names of a split and their files, each checked to exist.
 
     Args:
         root: SIFT Flow root.
         split: split name, read from ``ROOT/SPLIT.txt`` (default "trainval").
         names_file: any names list instead (takes precedence over ``split``).
-        limit_per_category: keep only the first K names of each category (list order).
 
     Returns:
         (names, source, files): list of str; the split name or names-file path;
@@ -251,7 +249,7 @@ def list_split(root, split=None, names_file=None, limit_per_category=None):
 
     Raises:
         DataError: missing root, list, image or label file; empty or malformed list.
-        ConfigError: a split given as a path, or limit_per_category < 1.
+        ConfigError: a split given as a path.
     """
     root = pathlib.Path(root)
     if not root.is_dir():
@@ -266,15 +264,6 @@ def list_split(root, split=None, names_file=None, limit_per_category=None):
         if not list_file.is_file():
             raise DataError(f"{list_file}: split list not found (no {source}.txt in {root})")
     names = read_names(list_file)
-    if limit_per_category is not None:
-        if limit_per_category < 1:
-            raise ConfigError(f"--limit-per-category {limit_per_category}: must be >= 1")
-        kept, seen = [], collections.Counter()
-        for name in names:
-            seen[category_of(name)] += 1
-            if seen[category_of(name)] <= limit_per_category:
-                kept.append(name)
-        names = kept
     files = []
     for name in names:
         pair = (image_path(root, name), label_path(root, name))
