@@ -55,7 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import fcn_spec
-from .ours_analysis import CONV_OPS, PeakKernel, _complete_shapes, _profile_float_ops, _traced_run
+from .ours_analysis import CONV_OPS, PeakKernel, analysis_step
 from .ours_graph import GraphTrainer, session_config
 
 tf1 = tf.compat.v1
@@ -208,19 +208,13 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
     step = _step_seconds(spec, data, images, labels, threads, inter_threads, blocks)
     log(f"  step {step * 1e3:.1f} ms (median of {blocks})")
     peak = _peak_gflops(threads, inter_threads)
-    tf1.disable_control_flow_v2()
+    trainer, metadata, flops = analysis_step(spec, data, images, labels, threads,
+                                             inter_threads)
     try:
-        trainer = GraphTrainer(spec, data, threads, inter_threads, fuse_ops=False)
-    finally:
-        tf1.enable_control_flow_v2()
-    try:
-        metadata, _ = _traced_run(trainer.session, trainer, images, labels)
-        traced = {}
+        traced = collections.Counter()
         for device in metadata.step_stats.dev_stats:
             for node in device.node_stats:
-                traced[node.node_name] = traced.get(node.node_name, 0) + node.all_end_rel_micros / 1e6
-        _complete_shapes(trainer.graph, metadata)
-        flops = _profile_float_ops(trainer.graph)
+                traced[node.node_name] += node.all_end_rel_micros / 1e6
         timed, resource = _timed_rows(trainer.graph, traced)
         values = _input_values(trainer, timed, images, labels)
     finally:

@@ -1,5 +1,6 @@
 """Where our training step stands: its FLOPs, its top ops, and what this machine can reach.
 
+    analysis_step(spec, data, images, labels, threads, inter)  graph, trace and FLOPs per op
     step_flops(spec, data, images, labels, threads, inter)  float_ops of one training step
     top_ops(trainer, images, labels, top)   one timed-graph step with FULL_TRACE, by op type
     PeakKernel(kind, threads, inter)        a 3x3 conv 256->256 or a 4096 matmul; .run(n)
@@ -30,7 +31,7 @@ CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 IDENTITY_LIKE = ("Identity", "Merge", "Switch", "StopGradient", "Snapshot")
 
 
-def _complete_shapes(graph, metadata):
+def complete_shapes(graph, metadata):
     """Sets every tensor's shape from the traced run, so the flops statistics can be computed.
 
     The placeholders leave batch and image sizes unknown at build time. An op
@@ -54,7 +55,7 @@ def _complete_shapes(graph, metadata):
                 tensor.set_shape(shape)
 
 
-def _profile_float_ops(graph):
+def profile_float_ops(graph):
     """{node name: float_ops} of every op of ``graph`` with a nonzero count."""
     options = tf1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
@@ -68,7 +69,7 @@ def _profile_float_ops(graph):
     return counts
 
 
-def _traced_run(session, trainer, images, labels):
+def traced_run(session, trainer, images, labels):
     """(RunMetadata, wall seconds) of one FULL_TRACE training step in ``session``."""
     options = tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE)
     metadata = tf1.RunMetadata()
@@ -78,21 +79,20 @@ def _traced_run(session, trainer, images, labels):
     return metadata, time.perf_counter() - start
 
 
-def step_flops(spec, data, images, labels, threads, inter_threads):
-    """Float operations of one training step of ``spec`` on ``images``, ``labels``.
+def analysis_step(spec, data, images, labels, threads, inter_threads):
+    """The training graph of ``spec`` built for analysis, after one traced step.
 
-    The training graph is built again for the count, with tf.cond as v1
-    control flow (Switch/Merge in the graph, whose shapes the trace gives; a
-    v2 ``If`` hides them) and run once with FULL_TRACE in a session without
-    Grappler's op fusion (ours_graph.session_config(fuse_ops=False)), so
-    every op runs under its own name and keeps its own statistics, while the
-    other rewrites, e.g. pruning the unused input gradient of conv1_1 that
-    ``gate_gradients`` builds, act as in the timed step. Only ops that ran in
-    that step count.
+    v1 control flow (Switch/Merge in the graph, whose shapes the trace gives;
+    a v2 ``If`` hides its ops in a function) and a session without Grappler's
+    op fusion (ours_graph.session_config(fuse_ops=False)), so every op runs
+    under its own name and keeps its own statistics, while the other
+    rewrites, e.g. pruning the unused input gradient of conv1_1 that
+    ``gate_gradients`` builds, act as in the timed step.
 
     Returns:
-        dict: ``total`` (int), ``conv`` (Conv2D* ops only), ``by_type``
-        {op type: float_ops}, ``unit`` 'FLOP (multiply-add = 2)'.
+        (trainer, metadata, flops): the open ours_graph.GraphTrainer (the
+        caller closes it), the RunMetadata of the traced step (every tensor
+        of the graph has its shape set from it) and {node name: float_ops}.
     """
     from .ours_graph import GraphTrainer
     tf1.disable_control_flow_v2()
@@ -101,14 +101,32 @@ def step_flops(spec, data, images, labels, threads, inter_threads):
     finally:
         tf1.enable_control_flow_v2()
     try:
-        metadata, _ = _traced_run(trainer.session, trainer, images, labels)
-        _complete_shapes(trainer.graph, metadata)
+        metadata, _ = traced_run(trainer.session, trainer, images, labels)
+        complete_shapes(trainer.graph, metadata)
+        return trainer, metadata, profile_float_ops(trainer.graph)
+    except BaseException:
+        trainer.close()
+        raise
+
+
+def step_flops(spec, data, images, labels, threads, inter_threads):
+    """Float operations of one training step of ``spec`` on ``images``, ``labels``.
+
+    The training graph is built again for the count (analysis_step) and run
+    once with FULL_TRACE. Only ops that ran in that step count.
+
+    Returns:
+        dict: ``total`` (int), ``conv`` (Conv2D* ops only), ``by_type``
+        {op type: float_ops}, ``unit`` 'FLOP (multiply-add = 2)'.
+    """
+    trainer, metadata, flops = analysis_step(spec, data, images, labels, threads, inter_threads)
+    try:
         ran = {node.node_name for device in metadata.step_stats.dev_stats
                for node in device.node_stats}
         by_type = collections.Counter()
-        for name, flops in _profile_float_ops(trainer.graph).items():
+        for name, count in flops.items():
             if name in ran:
-                by_type[trainer.graph.get_operation_by_name(name).type] += flops
+                by_type[trainer.graph.get_operation_by_name(name).type] += count
     finally:
         trainer.close()
     return {"total": int(sum(by_type.values())),
@@ -136,7 +154,7 @@ def top_ops(trainer, images, labels, top=12):
         ``by_type`` [[op type, seconds, share of op_seconds, count]],
         ``by_node`` [[node, op type, seconds]] (both longest first).
     """
-    metadata, wall = _traced_run(trainer.session, trainer, images, labels)
+    metadata, wall = traced_run(trainer.session, trainer, images, labels)
     by_type, counts, by_node = collections.Counter(), collections.Counter(), []
     for device in metadata.step_stats.dev_stats:
         for node in device.node_stats:

@@ -39,6 +39,16 @@ def add_parser(subparsers):
                    help="HDF5 file from `fcn-tf1 prepare` (default: the trainval split of "
                         "../shared/siftflow where `--data-dir` prepared it, else the embedded "
                         "sample)")
+    p.add_argument("--time-to-accuracy", nargs="+", type=pathlib.Path, default=None,
+                   metavar="RUN",
+                   help="also report, from these train dirs (already trained, validated "
+                        "often), the training minutes until validation first reached "
+                        "--tta-pixel %% pixel accuracy and --tta-mean-iou %% mean IU; the first "
+                        "run is the reference of the minutes ratio")
+    p.add_argument("--tta-pixel", type=float, default=80.0, metavar="PERCENT",
+                   help="pixel accuracy threshold of --time-to-accuracy (default %(default)s)")
+    p.add_argument("--tta-mean-iou", type=float, default=25.0, metavar="PERCENT",
+                   help="mean IU threshold of --time-to-accuracy (default %(default)s)")
     p.set_defaults(func=run)
 
 
