@@ -6,12 +6,17 @@
 
 Kinds (``params`` are plain JSON values; ``spec`` a BenchSpec dict):
 
-    ours   train       spec, data, feed ('constant' or 'stream'), jitter
+    ours   train       spec, data, precision, feed ('constant' or 'stream'), jitter
     ours   eval        spec, data
     ours   loss_op     variant ('reshape' / 'reshape_free'), shape
     ours   peak        kernel ('conv' / 'matmul'), size (None: the default)
-    keras  train       spec, data, xla (bool)
-    torch  train       spec, data, channels_last (bool)
+    keras  train       spec, data, precision, xla (bool)
+    torch  train       spec, data, precision, channels_last (bool)
+
+``precision`` of a train case is 'fp32' (the default) or 'bf16', each
+framework's own mixed precision: ours the spec's RunConfig.precision
+(oneDNN's bfloat16 graph rewrite), Keras the mixed_bfloat16 dtype policy,
+PyTorch CPU autocast (ours_graph.py, peers_keras.py, peers_torch.py).
 
 ``run(n)`` does n units of work (training steps, evaluation batches, kernel
 runs) and returns ``{"seconds": wall time, "items": images (or runs), ...}``
@@ -116,22 +121,25 @@ class EvalCase:
 
 
 def _trainer(framework, kind_params, spec, threads, inter_threads):
+    """The trainer of a train case; ``spec.precision`` is the case's precision."""
     if framework == "ours":
         from .ours_graph import GraphTrainer
         return GraphTrainer(spec, kind_params["data"], threads, inter_threads)
     if framework == "keras":
         from .peers_keras import KerasTrainer
-        return KerasTrainer(spec, kind_params.get("xla", False))
+        return KerasTrainer(spec, kind_params.get("xla", False), spec.precision)
     try:
         from .peers_torch import TorchTrainer
     except ImportError:
         raise Skip(TORCH_MISSING) from None
-    return TorchTrainer(spec, kind_params.get("channels_last", True))
+    return TorchTrainer(spec, kind_params.get("channels_last", True), spec.precision)
 
 
 def _train_case(framework, params, threads, inter_threads):
     from fcn_tf1 import batches, compare
-    spec = fcn_spec.BenchSpec.from_dict(params["spec"])
+    # RunConfig checks the precision (fp32 or bf16) for every framework
+    spec = fcn_spec.BenchSpec.from_dict(params["spec"]).replace(
+        precision=params.get("precision", "fp32"))
     trainer = _trainer(framework, params, spec, threads, inter_threads)
     size = spec.image_size  # SIFT Flow images are 256 x 256: smaller sizes are crops
     if params.get("feed", "constant") == "constant":

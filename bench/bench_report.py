@@ -1,16 +1,18 @@
 """From the measured cases to the report: the JSON figures and the printed table.
 
-    build_report(summaries, skipped, analysis, memory, context)  -> dict (the --json content)
-    format_report(report)                                         -> str
+    build_report(summaries, skipped, analysis, memory, context, cpu_bf16)  -> dict (--json)
+    format_report(report)                                                   -> str
 
 ``summaries`` are bench_interleave.summarize() of each timed case by name
 ('ours', 'keras', 'keras_xla', 'torch', 'torch_nchw', 'ours_stream',
 'ours_reshape_free', 'ours_eval', 'loss_op_reshape', 'loss_op_reshape_free',
-'peak_conv', 'peak_matmul', and the same training names with '_vgg16').
+'peak_conv', 'peak_matmul', the same training names with '_vgg16', and
+'ours_bf16', 'keras_bf16', 'torch_bf16').
 A case that was skipped or failed is missing; its figures are null.
 """
 
 PEERS = ("keras", "keras_xla", "torch")
+BF16_PEERS = ("keras", "torch")  # no XLA, channels_last: the bf16 cases' fp32 counterparts
 
 
 def _rate(summaries, name):
@@ -26,12 +28,25 @@ def _train_rates(summaries, suffix):
     return rates, layouts
 
 
-def _ratio_vs_best_peer(rates):
-    peers = [rates[p] for p in PEERS if rates[p] is not None]
-    if rates["ours"] is None or not peers:
+def _ratio_vs_best_peer(rates, peers=PEERS):
+    measured = [p for p in peers if rates[p] is not None]
+    if rates["ours"] is None or not measured:
         return None, None
-    best = max(PEERS, key=lambda p: -1 if rates[p] is None else rates[p])
+    best = max(measured, key=rates.get)
     return rates["ours"] / rates[best], best
+
+
+def _bf16(summaries, cpu_bf16):
+    """The bfloat16 cases: img/s, each over its own fp32 case (same layout, no XLA), and
+    ours over the best bf16 peer."""
+    names = ("ours",) + BF16_PEERS
+    rates = {name: _rate(summaries, name + "_bf16") for name in names}
+    speedups = {name: (rates[name] / _rate(summaries, name)
+                       if rates[name] is not None and name in summaries else None)
+                for name in names}
+    return {"train_img_per_s": rates, "speedup_vs_fp32": speedups,
+            "ratio_vs_best_peer": _ratio_vs_best_peer(rates, BF16_PEERS)[0],
+            "cpu_bf16": cpu_bf16}
 
 
 def _step_ratio(summaries, numerator, denominator):
@@ -52,7 +67,7 @@ def _flops(summaries, analysis):
     return step, peak, peaks
 
 
-def build_report(summaries, skipped, analysis, memory, context):
+def build_report(summaries, skipped, analysis, memory, context, cpu_bf16=None):
     """The report dict: the headline figures first, then details.
 
     Args:
@@ -62,6 +77,7 @@ def build_report(summaries, skipped, analysis, memory, context):
             top_ops), or None.
         memory: bench_memory.measure(...), or None when not run.
         context: settings, versions, the architecture check, analytic FLOPs.
+        cpu_bf16: whether the CPU has bfloat16 instructions (None: unknown).
     """
     rates, layouts = _train_rates(summaries, "")
     ratio, best_peer = _ratio_vs_best_peer(rates)
@@ -82,6 +98,7 @@ def build_report(summaries, skipped, analysis, memory, context):
                          "eval": max(memory["eval"].values())} if memory else None),
         "rss_growth_200_to_2000_images_mb": (max(memory["growth_mb"].values())
                                              if memory else None),
+        "bf16": _bf16(summaries, cpu_bf16),
     }
     vgg_rates, vgg_layouts = _train_rates(summaries, "_vgg16")
     vgg_ratio, vgg_best = _ratio_vs_best_peer(vgg_rates)
@@ -119,11 +136,21 @@ def _train_lines(title, rates, ratio, best):
     return lines
 
 
+def _bf16_line(bf16):
+    cpu = {True: "yes", False: "no", None: "unknown"}[bf16["cpu_bf16"]]
+    return (f"   bfloat16, default model (CPU bf16 instructions: {cpu}): " + ", ".join(
+        f"{name} {_fmt(rate, '.2f')} img/s ({_fmt(bf16['speedup_vs_fp32'][name], '.2f', 'x')} "
+        "vs fp32)"
+        for name, rate in bf16["train_img_per_s"].items())
+        + f"; ours / best bf16 peer {_fmt(bf16['ratio_vs_best_peer'], '.3f')}")
+
+
 def format_report(report):
     """The human-readable summary (str)."""
     d = report["details"]
     lines = _train_lines("1. training throughput, default model", report["train_img_per_s"],
                          report["ratio_vs_best_peer"], d["best_peer"])
+    lines.append(_bf16_line(report["bf16"]))
     vgg = d["vgg16"]
     if any(v is not None for v in vgg["train_img_per_s"].values()):
         lines += _train_lines("   vgg16 backbone, batch 1", vgg["train_img_per_s"],

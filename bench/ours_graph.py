@@ -1,8 +1,8 @@
 """Our graph path, as benchmarked: the training step and the evaluation pass of fcn_tf1.
 
     session_config(threads, inter_threads)   ConfigProto with the benchmark's thread counts
-    GraphTrainer(spec, data, threads, ...)   graph.build_training_graph in its own Session;
-                                             .step(images, labels) -> loss
+    GraphTrainer(spec, data, threads, ...)   graph.build_training_graph in its own Session,
+                                             in spec.precision; .step(images, labels) -> loss
     GraphEvaluator(spec, data, threads, ...) graph.build_inference_graph, randomly initialised;
                                              .run(num_batches) -> evaluate_in_session's dict
     weights_by_layer(session, scope='fcn')   {layer: {variable: array}} (for the peers' checks)
@@ -11,11 +11,15 @@ The training step is the one train.py runs: images, labels and is_training=True
 fed, the train op run (gradients, momentum update, batch norm and dropout
 counter updates). It fetches the train op and the total loss only, as the
 peers return their loss (train.py also fetches pixel accuracy and the
-learning rate for its log line).
+learning rate for its log line). Every Session gets the spec's precision as
+train.py gives it the run's: ``bf16`` is devices.apply_precision's Grappler
+rewrite (auto_mixed_precision_onednn_bfloat16), ``fp32`` leaves the
+ConfigProto as it is.
 """
 import tensorflow as tf
 
 from fcn_tf1 import batches, evaluate, graph, h5data, siftflow
+from fcn_tf1.parallel import devices
 
 tf1 = tf.compat.v1
 
@@ -38,7 +42,8 @@ def session_config(threads, inter_threads, fuse_ops=True):
 
 
 class _GraphSession:
-    """A graph built by ``build(config)`` with its variables initialised in its own Session."""
+    """A graph built by ``build(config)`` with its variables initialised in its own Session
+    (in ``spec.precision``)."""
 
     def __init__(self, spec, data, threads, inter_threads, build, fuse_ops=True):
         self.spec, self.data = spec, data
@@ -48,8 +53,8 @@ class _GraphSession:
             self.net = build(self.config)
             self.init_op = tf1.global_variables_initializer()
         self.threads = (threads, inter_threads)
-        self.session = tf1.Session(graph=self.graph,
-                                   config=session_config(threads, inter_threads, fuse_ops))
+        self.session = tf1.Session(graph=self.graph, config=devices.apply_precision(
+            session_config(threads, inter_threads, fuse_ops), spec.precision))
         self.session.run(self.init_op)
 
     def close(self):

@@ -1,8 +1,8 @@
 """The Keras 3 peer: our FCN layer for layer as a functional keras.Model, trained by train_on_batch.
 
-    build_model(plan, image_size)          -> keras.Model, logits [B, H, W, C] (channels last)
+    build_model(plan, image_size, ...)     -> keras.Model, logits [B, H, W, C] (channels last)
     masked_loss(void_label)                -> the loss function (y_true, y_pred) -> scalar
-    KerasTrainer(spec, xla)                .step(images, labels) -> loss; one train_on_batch
+    KerasTrainer(spec, xla, precision)     .step(images, labels) -> loss; one train_on_batch
     parameter_groups(model)                {layer: trainable scalars} (name_bn merged into name)
     load_weights(model, weights)           weights {layer: {var: array}} in our variable names
 
@@ -16,11 +16,19 @@ FLOPs than our graph. The fixed final upsampling is Keras' bilinear
 UpSampling2D (the standard Keras way; the same map as ours, see build_model).
 The optimizer is keras.optimizers.SGD with momentum and keras' PolynomialDecay
 (the same schedule as tf.compat.v1.train.polynomial_decay).
+
+Precision ``bf16`` is Keras' own mixed precision: the ``mixed_bfloat16`` dtype
+policy (float32 variables, bfloat16 computation) given to every layer of this
+model, never set globally, so float32 models in the same process stay float32.
+The final upsampling layer computes in float32, as Keras' mixed-precision guide
+advises for a model's last layer: the logits, and so the loss, are float32.
 Requires the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
 import numpy as np
 
 from . import fcn_spec
+
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # precision -> Keras dtype policy
 
 
 def _keras():
@@ -47,9 +55,9 @@ def _layers():
         def call(self, x):
             if self.perm != (0, 1, 2):
                 x = keras.ops.take(x, list(self.perm), axis=-1)
-            x = x - keras.ops.convert_to_tensor(self.mean, "float32")
+            x = x - keras.ops.convert_to_tensor(self.mean, x.dtype)
             if self.std != (1.0, 1.0, 1.0):
-                x = x / keras.ops.convert_to_tensor(self.std, "float32")
+                x = x / keras.ops.convert_to_tensor(self.std, x.dtype)
             return x
 
     class BilinearUpsample(keras.layers.Layer):
@@ -86,47 +94,51 @@ def _layers():
     return Preprocess, BilinearUpsample
 
 
-def _conv(keras, conv, weight_decay):
+def _conv(keras, conv, weight_decay, dtype):
     init = "zeros" if conv.zero_init else keras.initializers.VarianceScaling(
         2.0, "fan_in", "truncated_normal")
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay > 0 else None
     return keras.layers.Conv2D(conv.out_channels, conv.kernel, padding="same",
                                use_bias=conv.bias, kernel_initializer=init,
-                               kernel_regularizer=regularizer, name=conv.name)
+                               kernel_regularizer=regularizer, name=conv.name, dtype=dtype)
 
 
-def _block(keras, x, conv, plan, weight_decay):
-    x = _conv(keras, conv, weight_decay)(x)
+def _block(keras, x, conv, plan, weight_decay, dtype):
+    x = _conv(keras, conv, weight_decay, dtype)(x)
     if conv.batch_norm:
         x = keras.layers.BatchNormalization(momentum=plan.bn_decay, epsilon=plan.bn_epsilon,
-                                            name=conv.name + "_bn")(x)
-    return keras.layers.ReLU(name=conv.name + "_relu")(x) if conv.relu else x
+                                            name=conv.name + "_bn", dtype=dtype)(x)
+    return keras.layers.ReLU(name=conv.name + "_relu", dtype=dtype)(x) if conv.relu else x
 
 
-def build_model(plan, image_size, weight_decay=0.0):
-    """The FCN of ``plan`` as a keras.Model on [B, image_size, image_size, 3] float32 RGB."""
+def build_model(plan, image_size, weight_decay=0.0, precision="fp32"):
+    """The FCN of ``plan`` as a keras.Model on [B, image_size, image_size, 3] float32 RGB;
+    its layers in the dtype policy of ``precision`` (see the module docstring)."""
     keras = _keras()
     Preprocess, BilinearUpsample = _layers()
+    dtype = keras.DTypePolicy(POLICIES[precision])
     images = keras.Input((image_size, image_size, 3), name="images")
-    x = Preprocess(plan.input_perm, plan.input_mean, plan.input_std, name="preprocess")(images)
+    x = Preprocess(plan.input_perm, plan.input_mean, plan.input_std, name="preprocess",
+                   dtype=dtype)(images)
     endpoints = {}
     for s, stage in enumerate(plan.stages, 1):
         for conv in stage:
-            x = _block(keras, x, conv, plan, weight_decay)
+            x = _block(keras, x, conv, plan, weight_decay, dtype)
         x = endpoints[f"pool{s}"] = keras.layers.MaxPooling2D(2, 2, padding="same",
-                                                              name=f"pool{s}")(x)
+                                                              name=f"pool{s}", dtype=dtype)(x)
     for conv in plan.fc:
-        x = _block(keras, x, conv, plan, weight_decay)
-        x = keras.layers.Dropout(plan.dropout_rate, name=conv.name + "_dropout")(x)
-    score = _block(keras, x, plan.score_fr, plan, weight_decay)
+        x = _block(keras, x, conv, plan, weight_decay, dtype)
+        x = keras.layers.Dropout(plan.dropout_rate, name=conv.name + "_dropout", dtype=dtype)(x)
+    score = _block(keras, x, plan.score_fr, plan, weight_decay, dtype)
     for fusion in plan.fusions:
-        up = BilinearUpsample(fusion.upsample.factor, name=fusion.upsample.name)(score)
-        skip = _block(keras, endpoints[fusion.source], fusion.score, plan, weight_decay)
-        score = keras.layers.Add(name=f"fuse_{fusion.source}")([up, skip])
+        up = BilinearUpsample(fusion.upsample.factor, name=fusion.upsample.name, dtype=dtype)(score)
+        skip = _block(keras, endpoints[fusion.source], fusion.score, plan, weight_decay, dtype)
+        score = keras.layers.Add(name=f"fuse_{fusion.source}", dtype=dtype)([up, skip])
     # The fixed final upsampling: Keras' own bilinear UpSampling2D (tf.image.resize,
     # half-pixel centres) is the same linear map as FCN's frozen bilinear deconvolution.
+    # In float32 under every policy: it casts its input, so the logits are float32.
     logits = keras.layers.UpSampling2D(plan.final.factor, interpolation="bilinear",
-                                       name=plan.final.name)(score)
+                                       name=plan.final.name, dtype="float32")(score)
     return keras.Model(images, logits, name="fcn")
 
 
@@ -157,12 +169,14 @@ def make_optimizer(spec):
 
 
 class KerasTrainer:
-    """The compiled peer of one BenchSpec; ``xla`` is compile(jit_compile=...)."""
+    """The compiled peer of one BenchSpec; ``xla`` is compile(jit_compile=...), ``precision``
+    'fp32' or 'bf16' (the mixed_bfloat16 policy)."""
 
-    def __init__(self, spec, xla):
+    def __init__(self, spec, xla, precision="fp32"):
         keras = _keras()
         keras.utils.set_random_seed(spec.seed)
-        self.model = build_model(fcn_spec.layer_plan(spec), spec.image_size, spec.weight_decay)
+        self.model = build_model(fcn_spec.layer_plan(spec), spec.image_size, spec.weight_decay,
+                                 precision)
         self.model.compile(optimizer=make_optimizer(spec), loss=masked_loss(spec.void_label),
                            jit_compile=bool(xla))
 

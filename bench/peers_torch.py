@@ -2,7 +2,7 @@
 
     build_model(plan)                      -> FCN nn.Module, logits [B, C, H, W]
     masked_loss(logits, labels, void)      -> scalar: mean cross entropy over non-void pixels
-    TorchTrainer(spec, channels_last)      .step(images, labels) -> loss
+    TorchTrainer(spec, channels_last, ...) .step(images, labels) -> loss; precision fp32 or bf16
     parameter_groups(model)                {layer: trainable scalars}
     load_weights(model, weights)           weights {layer: {var: array}} in our variable names
 
@@ -16,9 +16,15 @@ what our explicit padding crops. The fixed final upsampling is
 as FCN's frozen bilinear deconvolution (and ours). SGD with momentum (torch's momentum
 buffer update is TF1's MomentumOptimizer's), weight decay only on the
 convolution kernels (the gradient of ``weight_decay * tf.nn.l2_loss``), and
-PolynomialLR stepped once per step. ``torch`` is an optional dependency
+PolynomialLR stepped once per step. Precision ``bf16`` is PyTorch's CPU
+autocast (``torch.autocast('cpu', dtype=torch.bfloat16)``) around the forward
+pass and the loss: convolutions in bfloat16, the ops on autocast's float32 list
+(e.g. the cross entropy) in float32; the backward pass runs outside it, and the
+weights and the optimizer stay float32. ``torch`` is an optional dependency
 (``pip install -e '.[bench]'``); this module imports it at the top.
 """
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,7 +125,7 @@ def masked_loss(logits, labels, void_label):
     valid = labels != void_label
     safe = torch.where(valid, labels, torch.zeros_like(labels))
     per_pixel = F.cross_entropy(logits, safe, reduction="none")
-    weights = valid.to(logits.dtype)
+    weights = valid.to(per_pixel.dtype)  # float32 under autocast too: exact pixel counts
     # divide_no_nan: without valid pixels the numerator is 0, so 0 / 1 = 0
     return (weights * per_pixel).sum() / weights.sum().clamp_min(1.0)
 
@@ -143,11 +149,14 @@ def make_optimizer(model, spec):
 
 
 class TorchTrainer:
-    """The peer of one BenchSpec in training mode; ``channels_last`` picks the memory format."""
+    """The peer of one BenchSpec in training mode; ``channels_last`` picks the memory format,
+    ``precision`` 'fp32' or 'bf16' (autocast, see the module docstring)."""
 
-    def __init__(self, spec, channels_last):
+    def __init__(self, spec, channels_last, precision="fp32"):
         torch.manual_seed(spec.seed)
         self.spec = spec
+        self.autocast = {"fp32": contextlib.nullcontext,
+                         "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}[precision]
         self.format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = build_model(fcn_spec.layer_plan(spec)).to(memory_format=self.format)
         self.model.train()
@@ -159,7 +168,8 @@ class TorchTrainer:
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=self.format)
         y = torch.from_numpy(labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = masked_loss(self.model(x), y, self.spec.void_label)
+        with self.autocast():
+            loss = masked_loss(self.model(x), y, self.spec.void_label)
         loss.backward()
         self.optimizer.step()
         self.schedule.step()

@@ -12,6 +12,9 @@ Steps (docs/BENCHMARKS.md explains the method):
 1-5. one worker process per framework (bench_worker.py); every case set up
    and warmed up, then timed in interleaved rounds (bench_interleave.py);
    then one traced step of ours for its FLOPs and top ops (ours_analysis.py);
+   the default model is also trained in bfloat16 in every mode, each
+   framework with its own mixed precision (ours_bf16, keras_bf16 without
+   XLA, torch_bf16 channels_last; bench_cases.py);
 6. peak RSS of training and evaluation children on HDF5 files of 200 and
    2000 images (bench_memory.py);
 7. the report (bench_report.py), printed, and written with ``--json OUT``.
@@ -42,6 +45,7 @@ from .children import REPO_ROOT, child_env, module_command
 PREPARED = paths.prepared_file(REPO_ROOT.parent / "shared" / "siftflow", "trainval")
 SAMPLE = paths.DEFAULT_DATA
 STREAM_JITTER = (0.6, 1.25)  # flip + scale jitter: the heaviest augmentation of the presets
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 instructions
 MEMORY_SIZES = (200, 2000)
 
 
@@ -109,6 +113,10 @@ def build_cases(mode, data, default_spec, vgg16_spec):
     """Every timed case of a run, in their first-round order."""
     Case = interleave.Case
     cases = _peer_cases("", default_spec, data, mode)
+    cases += [_train_case(f"{framework}_bf16", framework, default_spec, data, mode,
+                          precision="bf16", **extra)
+              for framework, extra in (("ours", {}), ("keras", {"xla": False}),
+                                       ("torch", {"channels_last": True}))]
     cases += [
         _train_case("ours_stream", "ours", default_spec, data, mode, feed="stream",
                     jitter=list(STREAM_JITTER)),
@@ -156,6 +164,17 @@ def finish_architecture_checks(started, frameworks, log):
                                     f"{report[f]['max_rel_logit_diff']:.1g})" for f in frameworks))
         reports.append(report)
     return reports
+
+
+def cpu_has_bf16():
+    """True when /proc/cpuinfo lists a bfloat16 instruction set (CPU_BF16_FLAGS); None
+    where there is no /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = set(cpuinfo.read().split())
+    except OSError:
+        return None
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
 def _versions():
@@ -238,7 +257,8 @@ def run(options, log=print):
         "versions": _versions(),
         "architecture_check": arch,
     }
-    report = bench_report.build_report(summaries, skipped, analysis, memory, context)
+    report = bench_report.build_report(summaries, skipped, analysis, memory, context,
+                                       cpu_bf16=cpu_has_bf16())
     log(bench_report.format_report(report))
     if mode.name == "smoke":
         log("(--smoke: tiny sizes; these figures mean nothing)")
