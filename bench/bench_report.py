@@ -11,6 +11,8 @@
 A case that was skipped or failed is missing; its figures are null.
 """
 
+from . import bench_limits
+
 PEERS = ("keras", "keras_xla", "torch")
 BF16_PEERS = ("keras", "torch")  # no XLA, channels_last: the bf16 cases' fp32 counterparts
 
@@ -76,7 +78,9 @@ def build_report(summaries, skipped, analysis, memory, context, cpu_bf16=None):
         analysis: the 'analyze' reply of our default training case (flops,
             top_ops), or None.
         memory: bench_memory.measure(...), or None when not run.
-        context: settings, versions, the architecture check, analytic FLOPs.
+        context: settings, versions, the architecture check, analytic FLOPs, the
+            kernel floor and oneDNN audits (``limits``: bench_limits.measure) and
+            ``time_to_accuracy`` (time_to_accuracy.compare, or None).
         cpu_bf16: whether the CPU has bfloat16 instructions (None: unknown).
     """
     rates, layouts = _train_rates(summaries, "")
@@ -100,6 +104,9 @@ def build_report(summaries, skipped, analysis, memory, context, cpu_bf16=None):
                                              if memory else None),
         "bf16": _bf16(summaries, cpu_bf16),
     }
+    report.update(bench_limits.headline(context.get("limits")))
+    report["time_to_accuracy"] = context.get("time_to_accuracy")
+    context = {k: v for k, v in context.items() if k != "time_to_accuracy"}
     vgg_rates, vgg_layouts = _train_rates(summaries, "_vgg16")
     vgg_ratio, vgg_best = _ratio_vs_best_peer(vgg_rates)
     report["details"] = {
@@ -189,6 +196,10 @@ def format_report(report):
                      f"{top['op_seconds']:.3f} s summed over ops):")
         lines += [f"  {op:<34} {seconds * 1e3:9.1f} ms {100 * share:5.1f}%  x{count}"
                   for op, seconds, share, count in top["by_type"]]
+    lines += bench_limits.format_lines(report)
+    if report["time_to_accuracy"]:
+        from .time_to_accuracy import format_compare
+        lines.append("10. time to accuracy: " + format_compare(report["time_to_accuracy"]))
     for name, reason in d["skipped"].items():
         lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)

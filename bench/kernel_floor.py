@@ -15,7 +15,8 @@ How it is measured:
    (ours_analysis.step_flops: v1 control flow, so every op of a tf.cond is a
    node of the graph; Grappler's remapper off, so every op keeps its own name,
    shapes and statistics) and one traced step runs on the benchmark's batch.
-2. Every op that ran in that step is a row, but the bookkeeping (constants,
+2. Every op that ran in that step is a row (an op that oneDNN's graph pass
+   fused into the node that ran in its place counts as having run), but the bookkeeping (constants,
    placeholders, control flow, identities, shape queries) and the ops that
    touch variables through a resource handle (reads, the optimizer's updates,
    the batch-norm moving averages), which are counted apart with their traced
@@ -37,7 +38,8 @@ How it is measured:
    and runs independent ops on its inter-op threads at once.
 5. Each convolution row (Conv2D and both of its gradients; the transposed
    convolutions are Conv2DBackpropInput) gets its FLOPs from TensorFlow's
-   registered statistics (ours_analysis), its GFLOP/s, and that rate as a
+   registered statistics (ours_analysis.profile_float_ops on the isolated
+   graph, where every shape is static), its GFLOP/s, and that rate as a
    fraction of the peak measured in the same process (ours_analysis.PeakKernel
    'conv': a 3x3 256->256 convolution).
 
@@ -55,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import fcn_spec
-from .ours_analysis import CONV_OPS, PeakKernel, analysis_step
+from .ours_analysis import CONV_OPS, PeakKernel, analysis_step, profile_float_ops
 from .ours_graph import GraphTrainer, session_config
 
 tf1 = tf.compat.v1
@@ -76,11 +78,20 @@ def _signature(op):
     return op.type, attrs, inputs
 
 
+def _fused_away(op, ran):
+    """Whether ``op`` ran inside another node: no trace record of its own, but a consumer
+    that ran and is not control flow (oneDNN's graph pass fuses e.g. a score layer's
+    Conv2D into its BiasAdd on AVX-512 hosts). An op of a tf.cond branch not taken feeds
+    only control flow (Merge) or nodes that did not run either."""
+    consumers = [c for t in op.outputs for c in t.consumers()]
+    return any(c.name in ran and c.type not in BOOKKEEPING for c in consumers)
+
+
 def _timed_rows(graph, ran):
     """(ops to time, ops left out by touching a resource) among the ops that ran."""
     timed, resource = [], []
     for op in graph.get_operations():
-        if op.name not in ran or op.type in BOOKKEEPING:
+        if op.type in BOOKKEEPING or not (op.name in ran or _fused_away(op, ran)):
             continue
         if any(t.dtype == tf.resource for t in op.inputs) or not op.inputs:
             resource.append(op)
@@ -135,10 +146,16 @@ class _Isolated:
                         tensor.dtype.as_datatype_enum
                 graph_def.node.append(_isolated_node(op, names))
                 imported = tf1.import_graph_def(graph_def, input_map=mapped,
-                                                return_elements=[op.name], name=f"row{k}")
-                self.targets.append(imported[0])
+                                                return_elements=[op.name], name=f"row{k}")[0]
+                for ours, theirs in zip(imported.outputs, op.outputs):  # shapes fed as values
+                    if theirs.shape.is_fully_defined():              # (e.g. input_sizes)
+                        ours.set_shape(theirs.shape)
+                self.targets.append(imported)
             self.noop = tf.no_op()
             init_op = tf1.global_variables_initializer()
+        # every shape is static here (variables of real values): the profiler counts all
+        counts = profile_float_ops(self.graph)
+        self.flops = [counts.get(target.name, 0) for target in self.targets]
         self.session = tf1.Session(graph=self.graph, config=session_config(threads, inter_threads))
         self.session.run(init_op, feeds)
 
@@ -208,8 +225,7 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
     step = _step_seconds(spec, data, images, labels, threads, inter_threads, blocks)
     log(f"  step {step * 1e3:.1f} ms (median of {blocks})")
     peak = _peak_gflops(threads, inter_threads)
-    trainer, metadata, flops = analysis_step(spec, data, images, labels, threads,
-                                             inter_threads)
+    trainer, metadata, _ = analysis_step(spec, data, images, labels, threads, inter_threads)
     try:
         traced = collections.Counter()
         for device in metadata.step_stats.dev_stats:
@@ -227,10 +243,10 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
     try:
         noop = isolated.seconds(isolated.noop, blocks)
         rows, by_type = [], collections.defaultdict(lambda: [0.0, 0])
-        for target, ops in zip(isolated.targets, groups.values()):
+        for target, flops, ops in zip(isolated.targets, isolated.flops, groups.values()):
             seconds = max(0.0, isolated.seconds(target, blocks) - noop)
             op = ops[0]
-            gflop = flops.get(op.name, 0) / 1e9 if op.type in CONV_OPS else None
+            gflop = flops / 1e9 if op.type in CONV_OPS else None
             rate = gflop / seconds if gflop and seconds > 0 else None
             rows.append([op.name, op.type, [list(t.shape.as_list()) for t in op.inputs], seconds,
                          len(ops), gflop, rate, rate / peak if rate else None])

@@ -38,7 +38,7 @@ from fcn_tf1 import paths
 from fcn_tf1.errors import DataError, FcnError
 
 from . import bench_interleave as interleave
-from . import bench_memory, bench_report, fcn_spec
+from . import bench_limits, bench_memory, bench_report, fcn_spec
 from .children import REPO_ROOT, child_env, module_command
 
 # the full trainval split where `--data-dir ../shared/siftflow` prepared it
@@ -68,17 +68,20 @@ class Mode:
     memory_train_steps: int = 10
     memory_eval_batches: int = 8
     settle_secs: float = 0.25
+    floor_blocks: int = 5  # timed blocks per kernel, and timed steps, of the kernel floor
+    audit_steps: int = 3  # timed steps of each oneDNN audit
 
 
 MODES = {
     "full": Mode("full"),
     "quick": Mode("quick", repeats=5, train_steps=1, warmup=1, vgg16=False, torch_nchw=False,
                   eval_batches=2, loss_runs=2, memory_train_steps=3, memory_eval_batches=2,
-                  settle_secs=0.1),
+                  settle_secs=0.1, floor_blocks=3, audit_steps=2),
     "smoke": Mode("smoke", repeats=2, train_steps=1, warmup=1, image_size=64, batch_size=2,
                   vgg16=False, torch_nchw=False, eval_batches=1, loss_runs=1,
                   loss_shape=(2, 64, 64, 33), peak_runs=(("conv", 1, 8), ("matmul", 1, 256)),
-                  memory_train_steps=1, memory_eval_batches=1, settle_secs=0.0),
+                  memory_train_steps=1, memory_eval_batches=1, settle_secs=0.0,
+                  floor_blocks=1, audit_steps=1),
 }
 
 
@@ -212,12 +215,22 @@ def _timed_part(cases, frameworks, options, mode, work, gate, log):
     return summaries, skipped, analysis, passed
 
 
+def _time_to_accuracy(options):
+    """time_to_accuracy.compare of the runs given with --time-to-accuracy, else None."""
+    runs = getattr(options, "time_to_accuracy", None)
+    if not runs:
+        return None
+    from . import time_to_accuracy
+    return time_to_accuracy.compare(runs, options.tta_pixel, options.tta_mean_iou)
+
+
 def run(options, log=print):
     """Runs the benchmark described by ``options`` (see fcn_tf1.cli's bench options)."""
     mode = select_mode(options)
     data = _data(options)
     if not data.is_file():
         raise DataError(f"{data}: no such HDF5 file (give --data FILE.h5)")
+    tta = _time_to_accuracy(options)  # reads the runs first: a bad train dir stops at once
     default_spec = fcn_spec.make_spec("default", mode.batch_size, mode.image_size)
     vgg16_spec = (fcn_spec.make_spec("vgg16", mode.vgg16_batch_size, mode.image_size,
                                      backbone="vgg16") if mode.vgg16 else None)
@@ -244,6 +257,8 @@ def run(options, log=print):
         memory = bench_memory.measure(default_spec, data, MEMORY_SIZES, mode.memory_train_steps,
                                       mode.memory_eval_batches, options.threads,
                                       options.inter_threads, work, log)
+        limits = bench_limits.measure(default_spec, data, mode.floor_blocks, mode.audit_steps,
+                                      options.threads, options.inter_threads, work, log)
     plan = fcn_spec.layer_plan(default_spec)
     context = {
         "analytic_conv_flops": fcn_spec.training_conv_flops(
@@ -256,6 +271,8 @@ def run(options, log=print):
                      "stream_jitter": STREAM_JITTER},
         "versions": _versions(),
         "architecture_check": arch,
+        "limits": limits,
+        "time_to_accuracy": tta,
     }
     report = bench_report.build_report(summaries, skipped, analysis, memory, context,
                                        cpu_bf16=cpu_has_bf16())

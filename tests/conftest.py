@@ -57,6 +57,8 @@ def default_data():
 # (train.train with checkpoints, resume, validation), the slowest in-process tests.
 INTEGRATION = {
     "test_seed_answer.py": None,  # examples/seed_answer.py as a user runs it
+    "test_bench_limits.py": {"test_kernel_floor_rows_add_up_and_cover_the_step",  # ~15 s
+                             "test_report_leads_with_the_floor_and_prints_it"},
     "test_train.py": None,  # run_train.py in a subprocess, and whole runs: resume, seeds, NaN
     "test_distributed.py": {"test_launcher_stops_every_task_in_order",
                             "test_launcher_is_stopped_by_sigterm",
