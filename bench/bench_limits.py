@@ -83,7 +83,7 @@ def headline(limits):
             kernel_floor_step_ms=floor["step_seconds"] * 1e3,
             overhead_vs_kernel_floor=floor["overhead"],
             per_op_gflops=[[name, op_type, seconds * 1e3, rate, fraction]
-                           for name, op_type, _, seconds, _, _, rate, fraction in floor["rows"]
+                           for name, op_type, _, seconds, _, _, rate, fraction, *_ in floor["rows"]
                            if rate is not None])
     figures["onednn"] = ({p: _audit_summary(r) for p, r in limits["onednn"].items()}
                          if limits else None)

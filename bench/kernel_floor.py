@@ -27,9 +27,15 @@ How it is measured:
    axes, labels) are the real ones and nothing is constant-folded. It runs in
    blocks of k runs (k chosen so a block lasts >= 20 ms) after a warm-up; the
    median block, less the same Session's cost of running a NoOp, divided by k,
-   is its time. oneDNN rewrites the isolated ops as it rewrites the step's.
+   is its time alone. oneDNN rewrites the isolated ops as it rewrites the
+   step's, with one exception: oneDNN's MaxPoolGrad needs the workspace its
+   forward MaxPool leaves, so alone it falls back to TensorFlow's Eigen
+   kernel (about 10x slower). Each row therefore takes the smaller of its
+   time alone and its time in the traced step of 1. (FULL_TRACE; an op
+   waiting for the intra-op pool there only looks slower).
 4. The kernel floor is the sum of the rows' times (a row repeated n times in
-   the step counts n times). The step time is the median of ``blocks`` timed
+   the step counts n times); ``alone_seconds`` is the same sum over the
+   times alone. The step time is the median of ``blocks`` timed
    steps of the normal timed Session (ours_graph.GraphTrainer: Grappler's
    fusions on, v2 control flow), in the same process before the floor;
    ``overhead = step / floor`` is what the framework adds around its kernels
@@ -211,9 +217,11 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
     Returns:
         dict: ``step_seconds``, ``floor_seconds``, ``overhead`` (step / floor),
         ``peak_conv_gflops_per_s``, ``by_type`` [[op type, seconds, count]],
+        ``alone_seconds`` (the floor from the isolated times only),
         ``rows`` [[op name, type, input shapes, seconds, count, GFLOP, GFLOP/s,
-        fraction of peak]] (longest first; FLOP figures null off the
-        convolutions), ``resource_ops`` {count, traced_seconds},
+        fraction of peak, seconds alone, seconds in the traced step (null: fused
+        away)]] (longest first; FLOP figures null off the convolutions; seconds
+        = the smaller of the two), ``resource_ops`` {count, traced_seconds},
         ``bookkeeping_traced_seconds``, ``traced_op_seconds`` (the traced step's
         summed op times), ``distinct_rows``, ``measure_seconds``.
     """
@@ -244,12 +252,15 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
         noop = isolated.seconds(isolated.noop, blocks)
         rows, by_type = [], collections.defaultdict(lambda: [0.0, 0])
         for target, flops, ops in zip(isolated.targets, isolated.flops, groups.values()):
-            seconds = max(0.0, isolated.seconds(target, blocks) - noop)
+            alone = max(0.0, isolated.seconds(target, blocks) - noop)
+            in_step = [traced[op.name] for op in ops if op.name in traced]
+            in_step = statistics.mean(in_step) if in_step else None
+            seconds = alone if in_step is None else min(alone, in_step)
             op = ops[0]
             gflop = flops / 1e9 if op.type in CONV_OPS else None
             rate = gflop / seconds if gflop and seconds > 0 else None
             rows.append([op.name, op.type, [list(t.shape.as_list()) for t in op.inputs], seconds,
-                         len(ops), gflop, rate, rate / peak if rate else None])
+                         len(ops), gflop, rate, rate / peak if rate else None, alone, in_step])
             by_type[op.type][0] += seconds * len(ops)
             by_type[op.type][1] += len(ops)
     finally:
@@ -258,6 +269,7 @@ def floor(spec, data, threads, inter_threads, blocks=5, log=print):
     bookkeeping = sum(s for name, s in traced.items()
                       if name not in {op.name for op in timed + resource})
     return {"step_seconds": step, "floor_seconds": total, "overhead": step / total,
+            "alone_seconds": sum(row[8] * row[4] for row in rows),
             "peak_conv_gflops_per_s": peak, "noop_run_seconds": noop,
             "by_type": sorted([[t, s, n] for t, (s, n) in by_type.items()], key=lambda r: -r[1]),
             "rows": sorted(rows, key=lambda r: -r[3] * r[4]),
@@ -276,7 +288,7 @@ def format_floor(result, top=12):
              "op type: ms per step (count)"]
     lines += [f"  {t}: {s * 1e3:.1f} ({n})" for t, s, n in result["by_type"][:top]]
     lines.append("slowest kernels: ms x count, GFLOP/s (fraction of peak)")
-    for name, op_type, shapes, seconds, count, _, rate, fraction in result["rows"][:top]:
+    for name, op_type, shapes, seconds, count, _, rate, fraction, *_ in result["rows"][:top]:
         speed = f", {rate:.1f} GFLOP/s ({fraction:.2f})" if rate else ""
         lines.append(f"  {name} [{op_type} {shapes}]: {seconds * 1e3:.2f} x {count}{speed}")
     return "\n".join(lines)

@@ -23,6 +23,10 @@ def test_kernel_floor_rows_add_up_and_cover_the_step(tiny_floor):
     spec, result = tiny_floor
     total = sum(row[3] * row[4] for row in result["rows"])
     assert result["floor_seconds"] == pytest.approx(total)
+    # each row: the smaller of its time alone and in the traced step
+    for row in result["rows"]:
+        assert row[3] == (row[8] if row[9] is None else min(row[8], row[9]))
+    assert result["alone_seconds"] >= result["floor_seconds"]
     assert result["overhead"] == pytest.approx(result["step_seconds"] / result["floor_seconds"])
     types = {row[1] for row in result["rows"]}
     for kernel in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MaxPool",
