@@ -50,6 +50,9 @@ def summarize(train_dir, pixel=DEFAULT_PIXEL, mean_iou=DEFAULT_MEAN_IOU):
     """The crossing of one run, its best and last validation points, and its throughput."""
     train_dir = pathlib.Path(train_dir)
     path = train_dir / PROGRESS_NAME
+    if not path.is_file():
+        raise FcnError(f"{train_dir}: no {PROGRESS_NAME} (not a training directory of fcn_tf1, "
+                       "or it has not validated yet)")
     try:
         progress = json.loads(path.read_text())
         points, checkpoints = progress["points"], progress["checkpoints"]

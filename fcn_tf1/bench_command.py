@@ -15,12 +15,18 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "bench", help="benchmarks: throughput vs Keras and PyTorch, FLOPs, pipeline, memory",
+        "bench", help="benchmarks: throughput vs Keras and PyTorch (fp32, bf16), the kernel "
+                      "floor, oneDNN's kernels, FLOPs, pipeline, memory, time to accuracy",
         description="Training throughput of our graph path against the same network in Keras 3 "
                     "(XLA off and on) and PyTorch (CPU; skipped where torch is not installed: "
-                    "pip install -e '.[bench]'), FLOPs against this machine's peak, input "
-                    "pipeline overhead, the two loss variants, evaluation speed, peak memory "
-                    "and the top ops of one traced step. Every figure is a median of interleaved "
+                    "pip install -e '.[bench]'), in float32 and in bfloat16 (our oneDNN rewrite, "
+                    "Keras' mixed_bfloat16 policy, PyTorch's CPU autocast); FLOPs against this "
+                    "machine's peak; the kernel floor (every op of the step timed alone at its "
+                    "own shapes, summed, against the step time) with each convolution's GFLOP/s; "
+                    "which oneDNN implementation each primitive runs (ONEDNN_VERBOSE); input "
+                    "pipeline overhead, the two loss variants, evaluation speed, peak memory, "
+                    "the top ops of one traced step; and, from runs that already trained, the "
+                    "minutes to a validation accuracy. Every timing is a median of interleaved "
                     "rounds after warm-up; every framework gets the same thread counts. Needs "
                     "the bench/ directory of a repository checkout (see docs/BENCHMARKS.md).")
     size = p.add_mutually_exclusive_group()

@@ -102,8 +102,12 @@ def test_time_to_accuracy_finds_the_first_crossing_of_both_thresholds(tmp_path):
 
 def test_time_to_accuracy_names_a_run_without_a_record(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FcnError, match="progress.json: not a run's progress record"):
+    with pytest.raises(FcnError, match="empty: no progress.json"):
         time_to_accuracy.summarize(tmp_path / "empty")
-    assert time_to_accuracy.main([str(tmp_path / "empty")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "empty/progress.json" in err[0]
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "progress.json").write_text("{not json")
+    for name, reason in (("empty", "no progress.json"),
+                         ("garbled", "progress.json: not a run's progress record")):
+        assert time_to_accuracy.main([str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0] and name in err[0]
