@@ -17,7 +17,11 @@ Steps (docs/BENCHMARKS.md explains the method):
    XLA, torch_bf16 channels_last; bench_cases.py);
 6. peak RSS of training and evaluation children on HDF5 files of 200 and
    2000 images (bench_memory.py);
-7. the report (bench_report.py), printed, and written with ``--json OUT``.
+7. the kernel floor and the oneDNN audits of our step, in children
+   (bench_limits.py); with ``--time-to-accuracy RUN...`` the minutes those
+   runs took to a validation accuracy (time_to_accuracy.py, read first, so
+   a bad train dir stops the run before anything is timed);
+8. the report (bench_report.py), printed, and written with ``--json OUT``.
 
 Modes: the full run (7 rounds, 3 steps per block, the vgg16 backbone, both
 PyTorch memory layouts), ``--quick`` (5 rounds of one step, no vgg16 and
