@@ -239,8 +239,9 @@ def find_flags(steps):
         shapes = ", ".join(f"{shape} x{_per_step(c, n)}" for shape, c in
                            collections.Counter(r.problem for r in gemm_api).most_common(6))
         out.append(f"gemm_api (sgemm called by TensorFlow's Eigen kernels, not a oneDNN "
-                   f"primitive): {_per_step(len(gemm_api), n)} calls and "
-                   f"{_per_step(sum(r.ms for r in gemm_api), n)} ms per step; MxK:KxN {shapes}")
+                   f"primitive): {_per_step(len(gemm_api), n):g} calls and "
+                   f"{_per_step(sum(r.ms for r in gemm_api), n):.1f} ms per step; MxK:KxN "
+                   f"{shapes}")
     return out
 
 
