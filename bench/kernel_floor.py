@@ -54,13 +54,14 @@ step shares between ops.
 """
 import argparse
 import collections
-import json
 import statistics
 import sys
 import time
 
 import numpy as np
 import tensorflow as tf
+
+from fcn_tf1 import rundir
 
 from . import fcn_spec
 from .ours_analysis import CONV_OPS, PeakKernel, analysis_step, profile_float_ops
@@ -322,13 +323,17 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the result as JSON")
     args = parser.parse_args(argv)
     from fcn_tf1 import paths
-    spec = network_spec(args.preset, args.batch_size, args.size)
-    result = floor(spec, args.data or str(paths.DEFAULT_DATA), args.threads,
-                   args.inter_threads or args.threads, args.blocks)
+    from fcn_tf1.errors import FcnError
+    try:
+        spec = network_spec(args.preset, args.batch_size, args.size)
+        result = floor(spec, args.data or str(paths.DEFAULT_DATA), args.threads,
+                       args.inter_threads or args.threads, args.blocks)
+    except (FcnError, ValueError) as err:  # a bad preset, data file or size: one line
+        print(f"kernel_floor: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     print(format_floor(result))
     if args.out:
-        with open(args.out, "w") as out:
-            json.dump(result, out, indent=1)
+        rundir.write_json(args.out, result)
     return 0
 
 

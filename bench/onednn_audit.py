@@ -58,6 +58,8 @@ import subprocess
 import sys
 import time
 
+from fcn_tf1 import rundir
+
 from .children import child_env, module_command
 
 MARK = "onednn_audit"
@@ -384,8 +386,7 @@ def main(argv=None):
     report = audit(args.steps, args.precision, args.size, args.batch_size, args.threads,
                    args.inter_threads, args.data)
     if args.out:
-        with open(args.out, "w") as out:
-            json.dump(report, out, indent=1)
+        rundir.write_json(args.out, report)
     print(format_report(report))
     return 0
 

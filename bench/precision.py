@@ -13,14 +13,13 @@ rounds on one host; the report gives img/s per round, the median ratio, how
 many ops of the step ran in bfloat16, and the loss of the same batch both ways.
 """
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import tensorflow as tf
 
-from fcn_tf1 import batches, graph, paths, presets
+from fcn_tf1 import batches, graph, paths, presets, rundir
 from fcn_tf1.parallel import devices
 from fcn_tf1.config import RunConfig
 
@@ -95,8 +94,7 @@ def main(argv=None):
     print(f"bf16 / fp32 = {report['bf16_over_fp32']:.2f}")
     print("bfloat16 op kinds: " + ", ".join(ops["bf16"][2][:30]))
     if args.out:
-        with open(args.out, "w") as out:
-            json.dump(report, out, indent=1)
+        rundir.write_json(args.out, report)
     return 0
 
 

@@ -111,3 +111,14 @@ def test_time_to_accuracy_names_a_run_without_a_record(tmp_path, capsys):
         assert time_to_accuracy.main([str(tmp_path / name)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and reason in err[0] and name in err[0]
+
+
+def test_kernel_floor_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5")
+    for argv, reason in ((["--preset", "nope"], "unknown preset"),
+                         (["--size", "50"], "not a multiple of 32"),
+                         (["--data", str(garbage)], "garbage.h5: not a readable HDF5 file")):
+        assert kernel_floor.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0], err
