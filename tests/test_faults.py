@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fcn_tf1 import checkpoints, cli, h5data, prepare_data, rundir, train
+from fcn_tf1 import checkpoints, cli, prepare_data, rundir, train
 from fcn_tf1.errors import FcnError
 from tests.support import fuzz_inputs, harness, scenarios
 from tests.support.harness import Trainer, check_checkpoints, tiny_config

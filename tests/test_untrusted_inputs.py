@@ -1,7 +1,5 @@
 """Untrusted input files: images decoded only as JPEG/PNG, every mode made RGB correctly,
 EXIF orientation applied; HDF5 names that point outside the file refused."""
-import io
-
 import h5py
 import numpy as np
 import pytest
