@@ -2,7 +2,7 @@
 
     measure(spec, data, floor_blocks, audit_steps, threads, inter_threads, work, log) -> dict
     headline(limits) -> dict                  the figures the report leads with
-    format_lines(limits) -> [str]             its lines of the printed report
+    format_lines(report) -> [str]             its lines of the printed report
 
 Both run after the interleaved timing, with no worker alive, on the
 benchmark's default model and batch:
@@ -21,10 +21,11 @@ benchmark stands.
 import json
 import subprocess
 
+from fcn_tf1.config import PRECISIONS
+
 from . import onednn_audit
 from .children import child_env, module_command
 
-PRECISIONS = ("fp32", "bf16")
 TOP_KERNELS = 12
 
 

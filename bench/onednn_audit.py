@@ -59,11 +59,11 @@ import sys
 import time
 
 from fcn_tf1 import rundir
+from fcn_tf1.config import PRECISIONS
 
 from .children import child_env, module_command
 
 MARK = "onednn_audit"
-PRECISIONS = ("fp32", "bf16")
 WARMUP_STEPS = 2
 SLOW_KINDS = ("convolution", "deconvolution", "pooling", "batch_normalization")
 NO_IMPL = "(none)"

@@ -21,10 +21,9 @@ import tensorflow as tf
 
 from fcn_tf1 import batches, graph, paths, presets, rundir
 from fcn_tf1.parallel import devices
-from fcn_tf1.config import RunConfig
+from fcn_tf1.config import PRECISIONS, RunConfig
 
 tf1 = tf.compat.v1
-PRECISIONS = ("fp32", "bf16")
 
 
 def session_config(precision):
