@@ -39,6 +39,7 @@ Data flows one stage per module::
     run_setup.py      a run before its first step: resume, data split, class statistics
     steps.py          one training step (shared by every trainer): errors, NaN, progress line
     checkpoints.py    the one way to find, restore and save checkpoints (periodic, best)
+    averaging.py      --ema-decay: moving averages of the weights, swapped in to validate
     warm_start.py     --init-from: a new run from another run's weights (FCN's 32s->16s->8s)
     train.py          the single-process tf.compat.v1.Session loop around steps.py
     validation.py     validation passes in training: score, report, write metrics/PNGs

@@ -5,7 +5,7 @@ API::
     latest(train_dir)                      newest complete checkpoint prefix, or None
     find(train_dir, checkpoint=None)       the prefix to restore (given, or the latest)
     restore(saver, session, checkpoint)    tf.train.Saver.restore with one-line errors
-    restore_model(session, checkpoint)     restores every global variable of the graph
+    restore_model(session, checkpoint, averaged=False)   every global variable of the graph
     repair_state_file(train_dir)           a damaged ``checkpoint`` state file rewritten
     PeriodicSaver(config, session, train_dir, log)   checkpoints every N steps / M seconds
     BestKeeper(config, session, train_dir, log)      the best validated checkpoint, kept apart
@@ -23,7 +23,7 @@ import time
 
 import tensorflow as tf
 
-from fcn_tf1 import rundir
+from fcn_tf1 import averaging, rundir
 from fcn_tf1.errors import ConfigError, FcnError, TrainingDiverged, reason
 
 tf1 = tf.compat.v1
@@ -182,9 +182,11 @@ def restore(saver, session, checkpoint):
                        "move its files away to use the one before") from None
 
 
-def restore_model(session, checkpoint):
-    """Restores every global variable of the default graph from ``checkpoint``."""
-    restore(tf1.train.Saver(var_list=tf1.global_variables()), session, checkpoint)
+def restore_model(session, checkpoint, averaged=False):
+    """Restores every global variable of the default graph from ``checkpoint``;
+    ``averaged``: the network's weights from their moving averages (averaging.py)."""
+    var_list = averaging.restore_map() if averaged else tf1.global_variables()
+    restore(tf1.train.Saver(var_list=var_list), session, checkpoint)
 
 
 class PeriodicSaver:

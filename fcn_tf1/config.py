@@ -131,6 +131,7 @@ class RunConfig:
     weight_decay: float = 5e-4
     max_steps: int = 500  # python run_train.py: about 2-3 minutes on 2 CPU cores
     max_minutes: float = 0.0
+    ema_decay: float = 0.0  # > 0: an exponential moving average of the weights (averaging.py)
     precision: str = "fp32"  # bf16: oneDNN's automatic mixed precision rewrite (CPU)
     # bookkeeping
     save_every_steps: int = 100
@@ -186,6 +187,8 @@ def _problems(cfg):
     if not cfg.prior_correction <= MAX_PRIOR_CORRECTION:
         out.append(f"prior_correction={cfg.prior_correction!r} must be in [0, "
                    f"{MAX_PRIOR_CORRECTION:g}]")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        out.append(f"ema_decay={cfg.ema_decay!r} must be in [0, 1) (0: no weight averaging)")
     if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:
         out.append("lr_schedule='poly_time' decays over the time budget: it needs max_minutes > 0")
     if not 0 <= cfg.void_label <= 255 or cfg.void_label < cfg.num_classes:

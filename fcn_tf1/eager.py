@@ -1,9 +1,9 @@
 """The trained FCN's forward pass in plain TensorFlow 2 (eager or tf.function), no compat.v1.
 
-    load_weights(checkpoint)                     -> {checkpoint name: tf.Variable}
+    load_weights(checkpoint, averaged=False)     -> {checkpoint name: tf.Variable}
     forward(weights, images, variant='fcn8s', input_scale=1.0)
                                                  -> logits float32 [B, H, W, C]
-    EagerFCN(checkpoint, variant='fcn8s', input_scale=1.0)
+    EagerFCN(checkpoint, variant='fcn8s', input_scale=1.0, averaged=False)
                                                  a tf.Module; model(images) runs a tf.function
     EagerFCN.from_run(train_dir, checkpoint=None)   the architecture read from config.json
 
@@ -22,18 +22,20 @@ tests/test_tf2_native.py shows the logits equal the graph model's.
 import tensorflow as tf
 
 from fcn_tf1 import config as config_lib
-from fcn_tf1 import checkpoints, layers, model
+from fcn_tf1 import averaging, checkpoints, layers, model
 
 SCOPE = "fcn/"
 # the last part of every variable name inference() reads at inference time
 MODEL_VARIABLES = ("weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
 
 
-def load_weights(checkpoint):
+def load_weights(checkpoint, averaged=False):
     """The model's variables from a name-based (tf.compat.v1.train.Saver) checkpoint.
 
     Args:
         checkpoint: checkpoint prefix, e.g. ``runs/default/model.ckpt-500``.
+        averaged: read each variable's moving average where the checkpoint holds
+            one (a run with ``ema_decay``; averaging.py).
 
     Returns:
         dict {name: tf.Variable}, names as in the checkpoint (``fcn/conv1_1/weights``).
@@ -43,8 +45,11 @@ def load_weights(checkpoint):
                    if name.startswith(SCOPE) and name.rsplit("/", 1)[-1] in MODEL_VARIABLES)
     if not names:
         raise ValueError(f"{checkpoint}: no fcn/ model variables in this checkpoint")
-    return {name: tf.Variable(reader.get_tensor(name), name=name.replace("/", "."))
-            for name in names}
+    def value(name):
+        average = averaging.average_name(name)
+        return reader.get_tensor(average if averaged and reader.has_tensor(average) else name)
+
+    return {name: tf.Variable(value(name), name=name.replace("/", ".")) for name in names}
 
 
 def _layer(weights, x, name):
@@ -108,13 +113,14 @@ class EagerFCN(tf.Module):
         checkpoint: checkpoint prefix of a run trained by this package.
         variant: the run's FCN variant ('fcn8s', 'fcn16s', 'fcn32s').
         input_scale: the run's input_scale.
+        averaged: the weights' moving averages (a run with ``ema_decay``).
     """
 
-    def __init__(self, checkpoint, variant="fcn8s", input_scale=1.0):
+    def __init__(self, checkpoint, variant="fcn8s", input_scale=1.0, averaged=False):
         super().__init__(name="eager_fcn")
         self.variant = variant
         self.input_scale = float(input_scale)
-        self.weights = load_weights(checkpoint)
+        self.weights = load_weights(checkpoint, averaged)
         self.num_classes = int(self.weights[f"{SCOPE}score_fr/weights"].shape[-1])
 
     @classmethod
@@ -122,7 +128,7 @@ class EagerFCN(tf.Module):
         """The run in ``train_dir`` (its config.json, its latest or the given checkpoint)."""
         config = config_lib.load(train_dir)
         return cls(checkpoints.find(train_dir, checkpoint), variant=config.variant,
-                   input_scale=config.input_scale)
+                   input_scale=config.input_scale, averaged=config.ema_decay > 0)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def __call__(self, images):

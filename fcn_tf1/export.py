@@ -44,7 +44,7 @@ def export(train_dir, out_dir, checkpoint=None):
             classes = tf.cast(tf.argmax(logits, axis=-1), tf.int32, name="classes")
             probabilities = tf.nn.softmax(logits, name="probabilities")
             with tf1.Session() as session:
-                checkpoints.restore_model(session, checkpoint)
+                checkpoints.restore_model(session, checkpoint, averaged=config.ema_decay > 0)
                 builder = tf1.saved_model.Builder(str(staging / "model"))
                 signature = tf1.saved_model.predict_signature_def(
                     inputs={"images": images},

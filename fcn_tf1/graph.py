@@ -17,7 +17,7 @@ import collections
 
 import tensorflow as tf
 
-from fcn_tf1 import losses, model
+from fcn_tf1 import averaging, losses, model
 from fcn_tf1.errors import ConfigError
 
 tf1 = tf.compat.v1
@@ -28,7 +28,8 @@ InferenceGraph = collections.namedtuple(
 TrainingGraph = collections.namedtuple(
     "TrainingGraph", InferenceGraph._fields + (
         "labels", "data_loss", "total_loss", "pixel_accuracy", "learning_rate",
-        "global_step", "train_op", "summary_op", "time_fraction", "grads_and_vars", "devices"))
+        "global_step", "train_op", "summary_op", "time_fraction", "grads_and_vars", "devices",
+        "averager"))
 VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 
 
@@ -190,8 +191,9 @@ def build_training_graph(config, devices=None, variables_device="/cpu:0", wrap_o
       ``labels``, the losses, ``pixel_accuracy`` (of the predictions, on valid
       pixels), ``learning_rate``, ``global_step``, ``train_op``, ``summary_op``,
       ``time_fraction`` (poly_time's input, else None), ``grads_and_vars``
-      (with towers: the combined gradient before it is applied; else None)
-      and ``devices``.
+      (with towers: the combined gradient before it is applied; else None),
+      ``devices`` and ``averager`` (with ``config.ema_decay``: the
+      averaging.Averager whose updates the train op runs; else None).
     """
     if devices is not None:
         check_towers(config, len(devices))
@@ -216,15 +218,26 @@ def build_training_graph(config, devices=None, variables_device="/cpu:0", wrap_o
     if wrap_optimizer is None:
         with tf.control_dependencies(update_ops):
             train_op = optimizer.minimize(total_loss, global_step=global_step)
+    elif config.ema_decay:
+        raise ConfigError("--ema-decay does not combine with distributed training: the "
+                          "averages would be updated by the chief alone")
     else:
         train_op = tf.group(wrap_optimizer(optimizer).minimize(total_loss, global_step=global_step),
                             *update_ops, name="train_op")
+    averager = _averager(config, global_step)
     return TrainingGraph(*net, labels=labels, data_loss=data_loss, total_loss=total_loss,
                          pixel_accuracy=pixel_accuracy, learning_rate=learning_rate,
-                         global_step=global_step, train_op=train_op,
+                         global_step=global_step,
+                         train_op=averager.after(train_op) if averager else train_op,
                          summary_op=_summaries(data_loss, total_loss, learning_rate,
                                                pixel_accuracy),
-                         time_fraction=time_fraction, grads_and_vars=None, devices=None)
+                         time_fraction=time_fraction, grads_and_vars=None, devices=None,
+                         averager=averager)
+
+
+def _averager(config, global_step):
+    """The weight averages of ``config.ema_decay`` (averaging.Averager), or None."""
+    return averaging.Averager(config.ema_decay, global_step) if config.ema_decay else None
 
 
 def check_towers(config, num_towers):
@@ -334,6 +347,9 @@ def _build_towers(config, devices, variables_device):
                                                           if g is not None])
         with tf.control_dependencies(update_ops):
             train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+        averager = _averager(config, global_step)
+        if averager:
+            train_op = averager.after(train_op)
 
     with tf.device(devices[0]):
         logits = tf.concat(tower_logits, axis=0, name="logits")
@@ -348,7 +364,7 @@ def _build_towers(config, devices, variables_device):
                          summary_op=_summaries(data_loss, total_loss, learning_rate,
                                                pixel_accuracy),
                          time_fraction=time_fraction, grads_and_vars=grads_and_vars,
-                         devices=devices)
+                         devices=devices, averager=averager)
 
 
 def _first_tower_updates(updates, is_training, after):

@@ -80,5 +80,5 @@ def open_trained(train_dir, checkpoint=None, test_scales=None, test_flip=False,
     with tf.Graph().as_default():
         net = graph.build_inference_graph(config, test_scales, test_flip)
         with tf1.Session() as session:
-            checkpoints.restore_model(session, checkpoint)
+            checkpoints.restore_model(session, checkpoint, averaged=config.ema_decay > 0)
             yield config, session, net, checkpoint

@@ -193,8 +193,7 @@ def compute_metrics(matrix, class_names, num_images=None):
             "gt_pixels": int(gt_pixels[i]),
             "predicted_pixels": int(predicted_pixels[i]),
         }
-    summary = dict.fromkeys(("pixel_accuracy", "mean_accuracy", "mean_iou",
-                             "mean_iou_gt_or_predicted", "frequency_weighted_iou"))
+    summary = dict.fromkeys(SUMMARY_KEYS)
     if total:  # else all stay None: undefined without a single scored pixel
         summary["pixel_accuracy"] = float(true_positives.sum() / total)
         summary["mean_accuracy"] = float(accuracy[present].mean())
@@ -214,6 +213,9 @@ def compute_metrics(matrix, class_names, num_images=None):
     }
 
 
+# the one-number scores of a confusion matrix (None without a scored pixel)
+SUMMARY_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "mean_iou_gt_or_predicted",
+                "frequency_weighted_iou")
 MEAN_IOU_CONVENTIONS = {
     "mean_iou": "mean over the classes present in the ground truth (the FCN paper's SIFT Flow "
                 "numbers)",

@@ -203,6 +203,12 @@ def add_arguments(parser):
     opt.add_argument("--weight-decay", type=float, default=None,
                      help=f"L2 factor on conv kernels, added to the loss (default {D.weight_decay:g})")
 
+    opt.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                     help="keep an exponential moving average of the weights with decay D "
+                          "(0.999: about the last 1000 steps); validation, eval, predict and "
+                          "export use the averaged weights, the final validation also scores "
+                          "the raw ones (metrics.json raw_weights) (default 0: none)")
+
     lossg = parser.add_argument_group("loss")
     lossg.add_argument("--loss-variant", choices=config_lib.LOSS_VARIANTS, default=None,
                        help="reshape: logits to [-1, C] and labels to [-1] before "

@@ -9,6 +9,7 @@ API::
 ``validate`` only computes; writing is separate, so a pass cut short by a stop
 request is never written over a complete metrics.json.
 """
+import contextlib
 import pathlib
 
 import numpy as np
@@ -22,13 +23,21 @@ TENSORBOARD_PICTURES = 3  # validation images shown in TensorBoard at every pass
 PREDICTIONS_DIR = "predictions"
 
 
-def validate(session, net, run, keep_pngs=0):
+def validate(session, net, run, keep_pngs=0, averaged=True):
     """Scores ``run``'s validation images with ``net`` in ``session``.
 
     Stops early (covering the images seen so far) when ``run.stop()`` turns
     True. Returns the metrics dict of evaluate.evaluate_in_session and up to
-    ``keep_pngs`` (name, input | truth | prediction picture) pairs.
+    ``keep_pngs`` (name, input | truth | prediction picture) pairs. A training
+    graph that averages its weights (``net.averager``) is scored with the
+    averaged weights unless ``averaged`` is false.
     """
+    averager = getattr(net, "averager", None)
+    with averager.swapped(session) if averager and averaged else contextlib.nullcontext():
+        return _validate(session, net, run, keep_pngs)
+
+
+def _validate(session, net, run, keep_pngs):
     config = run.config
     pngs = []
     palette = datasets.run_classes(config)[1]
@@ -78,10 +87,13 @@ def curve_title(run):
             f"{config.lr_schedule}{loss}, {len(run.val_indices)} validation images")
 
 
-def write_outputs(run, result, pngs, step):
-    """``metrics.json`` (atomic) and ``predictions/NAME.png`` of the final validation pass."""
+def write_outputs(run, result, pngs, step, raw=None):
+    """``metrics.json`` (atomic) and ``predictions/NAME.png`` of the final validation pass;
+    ``raw``: the scores of the raw weights of a run that averages them."""
+    extra = {} if raw is None else {"raw_weights": {key: raw[key] for key in metrics.SUMMARY_KEYS}}
     rundir.write_json(run.train_dir / METRICS_NAME,
-                      dict(result, step=step, prior_correction=run.config.prior_correction))
+                      dict(result, step=step, prior_correction=run.config.prior_correction,
+                           **extra))
     out_dir = run.train_dir / PREDICTIONS_DIR
     try:
         out_dir.mkdir(exist_ok=True)
@@ -116,7 +128,13 @@ def final_pass(session, net, run, step, writer, clock=None):
     count = run.config.num_prediction_pngs
     result, pngs = validate(session, net, run, keep_pngs=max(count, TENSORBOARD_PICTURES))
     report(run, result, step, writer, clock, pngs)
+    raw = None
+    if getattr(net, "averager", None) and not run.stop():
+        raw, _ = validate(session, net, run, averaged=False)
+        run.log("the same images with the raw (not averaged) weights: " + ", ".join(
+            f"{key} {100 * raw[key]:.2f} %" for key in metrics.SUMMARY_KEYS
+            if raw[key] is not None))
     if run.stop():  # a pass cut short must not replace a complete metrics.json
         return None
-    write_outputs(run, result, pngs[:count], step)
+    write_outputs(run, result, pngs[:count], step, raw)
     return result
