@@ -40,7 +40,7 @@ RESUME_OVERRIDABLE = frozenset({
     "max_steps", "max_minutes", "save_every_steps", "save_every_secs", "max_to_keep",
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
-    "allow_other_data", "init_from", "keep_best", "precision",
+    "allow_other_data", "init_from", "keep_best", "precision", "prior_correction_floor",
 })
 KEEP_BEST = ("mean_iou", "mean_iou_gt_or_predicted", "pixel_accuracy", "mean_accuracy",
              "frequency_weighted_iou", "none")
@@ -108,6 +108,8 @@ class RunConfig:
     class_weights: Optional[Tuple[float, ...]] = None
     # prediction
     prior_correction: float = 0.0
+    # > 0: the end of training chooses prior_correction for this pixel accuracy (prior_choice.py)
+    prior_correction_floor: float = 0.0
     class_priors: Optional[Tuple[float, ...]] = None
     # data
     data: str = str(paths.DEFAULT_DATA)  # the embedded sample
@@ -187,6 +189,9 @@ def _problems(cfg):
     if not cfg.prior_correction <= MAX_PRIOR_CORRECTION:
         out.append(f"prior_correction={cfg.prior_correction!r} must be in [0, "
                    f"{MAX_PRIOR_CORRECTION:g}]")
+    if not 0.0 <= cfg.prior_correction_floor < 1.0:
+        out.append(f"prior_correction_floor={cfg.prior_correction_floor!r} must be in [0, 1) "
+                   "(a pixel accuracy; 0: keep prior_correction)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         out.append(f"ema_decay={cfg.ema_decay!r} must be in [0, 1) (0: no weight averaging)")
     if cfg.lr_schedule == "poly_time" and not cfg.max_minutes:

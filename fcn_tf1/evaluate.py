@@ -12,7 +12,7 @@ from fcn_tf1.errors import ConfigError, FcnError
 
 
 def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class_names,
-                        should_stop=None, on_batch=None):
+                        should_stop=None, on_batch=None, feed=None):
     """Runs every batch of ``batch_iter`` through ``net`` and scores the predictions.
 
     Args:
@@ -24,6 +24,7 @@ def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class
         and the result covers the images seen so far.
       on_batch: optional callable(images, labels, predictions, names) for side
         outputs (PNGs).
+      feed: optional further feed_dict entries (graph.prior_offsets_feed).
 
     Returns:
       dict of ``metrics.compute_metrics`` plus ``seconds`` (wall time) and
@@ -35,7 +36,7 @@ def evaluate_in_session(session, net, batch_iter, num_classes, void_label, class
     start = time.perf_counter()
     for images, labels, names in batch_iter:
         t0 = time.perf_counter()
-        predictions = session.run(net.predictions, {net.images: images})
+        predictions = session.run(net.predictions, {**(feed or {}), net.images: images})
         forward_seconds += time.perf_counter() - t0
         confusion.update(labels, predictions)
         seen += len(names)

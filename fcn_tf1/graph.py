@@ -7,6 +7,7 @@ API (call inside a ``tf.Graph().as_default()`` block; namedtuples of tensors)::
     build_training_graph(config, devices=None, variables_device="/cpu:0",
                          wrap_optimizer=None)                         -> TrainingGraph
     decision_logits(logits, config)        the logits predictions are taken from
+    prior_offsets_feed(session, config)    feeds them the offsets of config.prior_correction
 
 ``build_inference_graph`` is what eval, predict and export rebuild;
 ``build_training_graph`` adds the loss, weight decay, the learning-rate
@@ -31,6 +32,7 @@ TrainingGraph = collections.namedtuple(
         "global_step", "train_op", "summary_op", "time_fraction", "grads_and_vars", "devices",
         "averager"))
 VARIABLE_OPS = ("VarHandleOp", "VariableV2", "Variable")
+PRIOR_OFFSETS = "prior_offsets"  # the name of decision_logits' offsets input
 
 
 def build_inference_graph(config, test_scales=None, test_flip=False):
@@ -77,14 +79,27 @@ def decision_logits(logits, config):
     """The logits the prediction is taken from: ``logits`` themselves, or with
     ``config.prior_correction`` > 0 the prior-corrected logits
     ``logits - prior_correction * log(config.class_priors)`` (losses.prior_offsets).
-    The loss always takes the raw logits."""
-    if not config.prior_correction:
+    The loss always takes the raw logits. The offsets are a placeholder with
+    that default (``prior_offsets``), also built for a run that chooses its
+    correction at its end (``prior_correction_floor``): prior_offsets_feed."""
+    if not config.prior_correction and not config.prior_correction_floor:
         return logits
     if config.class_priors is None:
         raise ConfigError("prior_correction needs the run's class_priors (computed from the "
                           "training images when a run starts)")
     offsets = losses.prior_offsets(config.class_priors, config.prior_correction)
-    return tf.add(logits, tf.constant(offsets), name="prior_corrected_logits")
+    offsets = tf1.placeholder_with_default(tf.constant(offsets, tf.float32), [len(offsets)],
+                                           name=PRIOR_OFFSETS)
+    return tf.add(logits, offsets, name="prior_corrected_logits")
+
+
+def prior_offsets_feed(session, config):
+    """{the graph's prior offsets: those of ``config.prior_correction``}, or {} without them."""
+    try:
+        offsets = session.graph.get_tensor_by_name(PRIOR_OFFSETS + ":0")
+    except KeyError:
+        return {}
+    return {offsets: losses.prior_offsets(config.class_priors, config.prior_correction)}
 
 
 def inference(images, config, input_scale=None, is_training=False):

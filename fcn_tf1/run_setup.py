@@ -70,7 +70,8 @@ def with_class_statistics(config, dataset, train_indices, log):
     """``config`` with the class weights and class priors it asks for, both counted on
     its training images in one pass; values already stored (a resumed run) are kept."""
     weigh = config.class_weighting != "none" and config.class_weights is None
-    correct = bool(config.prior_correction) and config.class_priors is None
+    correct = (bool(config.prior_correction or config.prior_correction_floor)
+               and config.class_priors is None)
     if not (weigh or correct):
         return config
     counts, presence_pixels = dataset.label_statistics(train_indices)
@@ -93,6 +94,8 @@ def _with_class_weights(config, counts, presence_pixels, log):
 
 def _with_class_priors(config, counts, log):
     priors = losses.class_priors(counts)
+    if not config.prior_correction:  # chosen at the end of the run (prior_correction_floor)
+        return config.replace(class_priors=priors)
     boost = np.exp(losses.prior_offsets(priors, config.prior_correction))
     log(f"prior correction {config.prior_correction:g}: predictions weigh each class by "
         f"1/prior^{config.prior_correction:g} (x{boost.min():.3g} to x{boost.max():.3g} before "

@@ -26,7 +26,7 @@ import time
 import tensorflow as tf
 
 from fcn_tf1 import batches, checkpoints, graph, rundir, run_clock, run_setup, signals, steps
-from fcn_tf1 import summaries, validation, warm_start
+from fcn_tf1 import prior_choice, summaries, validation, warm_start
 from fcn_tf1.parallel import devices as devices_lib
 
 tf1 = tf.compat.v1
@@ -53,7 +53,8 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
       dict with ``step`` (final global step), ``stopped_by`` (None, or the
       signal name), ``losses`` (data loss of every step run here, in order),
       ``validation`` (metrics dict of the final validation pass, or None) and
-      ``config`` (the RunConfig used).
+      ``config`` (the RunConfig used; with ``prior_correction_floor``, holding the
+      correction chosen at the end).
     """
     train_dir = rundir.ensure_writable(train_dir)
     with rundir.TrainDirLock(train_dir), signals.StopRequest() as stop:
@@ -77,7 +78,7 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
     if stop():
         log(f"stopped by {stop.signal_name} at step {result['step']}; checkpoint saved, "
             "run the same command again to resume")
-    return dict(result, stopped_by=stop.signal_name, config=run.config)
+    return dict(result, stopped_by=stop.signal_name)
 
 
 def _run(run, devices, session_config):
@@ -119,16 +120,19 @@ def _run(run, devices, session_config):
                 losses_here = _loop(run, session, net, saver, best, writers, step)
                 step = int(session.run(net.global_step))
                 saver.save(step)
-                final = None
+                final, extra = None, None
+                if not run.stop() and config.prior_correction_floor and run.val_indices:
+                    run, extra = prior_choice.choose_for_run(session, net, run)
                 if not run.stop():
                     final = validation.final_pass(session, net, run, step, writers.validation,
-                                                  saver.clock)
+                                                  saver.clock, extra)
                     if final is not None:
                         best.consider(step, final)
             finally:
                 writers.train.close()
                 writers.validation.close()
-    return {"step": step, "losses": losses_here, "validation": final}
+    # the config: with prior_correction_floor, the correction the run chose
+    return {"step": step, "losses": losses_here, "validation": final, "config": run.config}
 
 
 def _seconds_left(config, clock, step, step_s):

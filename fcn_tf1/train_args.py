@@ -232,6 +232,11 @@ def add_arguments(parser):
                             "balanced accuracy for a plain loss; 0: argmax of the logits; at "
                             f"most {config_lib.MAX_PRIOR_CORRECTION:g} "
                             f"(default {D.prior_correction:g})")
+    lossg.add_argument("--prior-correction-floor", type=float, default=None, metavar="F",
+                       help="choose TAU at the end of training instead: the largest of 0, 0.1, "
+                            "..., 1.5 whose validation pixel accuracy stays >= F (e.g. 0.79), "
+                            "written to config.json for eval/predict/export (default 0: keep "
+                            "--prior-correction)")
 
     dist = parser.add_argument_group(
         "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from fcn_tf1 import batches, datasets, evaluate, metrics, rundir, summaries, visualize
+from fcn_tf1 import batches, datasets, evaluate, graph, metrics, rundir, summaries, visualize
 from fcn_tf1.errors import FcnError
 from fcn_tf1.run_clock import CURVE_PNG
 
@@ -32,9 +32,14 @@ def validate(session, net, run, keep_pngs=0, averaged=True):
     graph that averages its weights (``net.averager``) is scored with the
     averaged weights unless ``averaged`` is false.
     """
-    averager = getattr(net, "averager", None)
-    with averager.swapped(session) if averager and averaged else contextlib.nullcontext():
+    with weights(session, net, averaged):
         return _validate(session, net, run, keep_pngs)
+
+
+def weights(session, net, averaged=True):
+    """Context: ``net`` holds its averaged weights inside, when it has them and ``averaged``."""
+    averager = getattr(net, "averager", None)
+    return averager.swapped(session) if averager and averaged else contextlib.nullcontext()
 
 
 def _validate(session, net, run, keep_pngs):
@@ -51,7 +56,7 @@ def _validate(session, net, run, keep_pngs):
     result = evaluate.evaluate_in_session(
         session, net, batches.iterate_batches(config.data, run.val_indices, config.batch_size),
         config.num_classes, config.void_label, run.class_names, should_stop=run.stop,
-        on_batch=keep if keep_pngs else None)
+        on_batch=keep if keep_pngs else None, feed=graph.prior_offsets_feed(session, config))
     return result, pngs
 
 
@@ -87,10 +92,10 @@ def curve_title(run):
             f"{config.lr_schedule}{loss}, {len(run.val_indices)} validation images")
 
 
-def write_outputs(run, result, pngs, step, raw=None):
+def write_outputs(run, result, pngs, step, extra=None):
     """``metrics.json`` (atomic) and ``predictions/NAME.png`` of the final validation pass;
-    ``raw``: the scores of the raw weights of a run that averages them."""
-    extra = {} if raw is None else {"raw_weights": {key: raw[key] for key in metrics.SUMMARY_KEYS}}
+    ``extra``: more entries for metrics.json."""
+    extra = extra or {}
     rundir.write_json(run.train_dir / METRICS_NAME,
                       dict(result, step=step, prior_correction=run.config.prior_correction,
                            **extra))
@@ -117,10 +122,12 @@ def periodic_pass(session, net, run, step, writer, clock):
     return None if run.stop() else result
 
 
-def final_pass(session, net, run, step, writer, clock=None):
+def final_pass(session, net, run, step, writer, clock=None, extra=None):
     """The end-of-training validation: report it, and write its files only when complete.
 
-    Returns the metrics dict (None when the run has no validation images or the pass
+    A run that averages its weights is scored with the averages, then with the
+    raw weights (metrics.json ``raw_weights``); ``extra``: more entries for
+    metrics.json. Returns the metrics dict (None when the run has no validation images or the pass
     was cut short).
     """
     if not run.val_indices:
@@ -128,13 +135,14 @@ def final_pass(session, net, run, step, writer, clock=None):
     count = run.config.num_prediction_pngs
     result, pngs = validate(session, net, run, keep_pngs=max(count, TENSORBOARD_PICTURES))
     report(run, result, step, writer, clock, pngs)
-    raw = None
+    extra = dict(extra or {})
     if getattr(net, "averager", None) and not run.stop():
         raw, _ = validate(session, net, run, averaged=False)
+        extra["raw_weights"] = {key: raw[key] for key in metrics.SUMMARY_KEYS}
         run.log("the same images with the raw (not averaged) weights: " + ", ".join(
             f"{key} {100 * raw[key]:.2f} %" for key in metrics.SUMMARY_KEYS
             if raw[key] is not None))
     if run.stop():  # a pass cut short must not replace a complete metrics.json
         return None
-    write_outputs(run, result, pngs[:count], step, raw)
+    write_outputs(run, result, pngs[:count], step, extra)
     return result

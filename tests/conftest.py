@@ -78,6 +78,7 @@ INTEGRATION = {
     "test_gpu.py": {"test_the_log_names_the_devices", "test_training_runs_on_the_gpu",
                     "test_towers_on_two_gpus"},  # training runs
     "test_averaging.py": {"test_a_trained_run_is_scored_and_loaded_with_its_averaged_weights"},
+    "test_prior_choice.py": {"test_a_run_predicts_with_the_correction_it_chose"},  # a whole run
     "test_api.py": {"test_the_public_api_trains_evaluates_predicts_exports"},  # a whole run
 }
 

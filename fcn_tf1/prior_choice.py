@@ -1,0 +1,93 @@
+"""The prior correction chosen at the end of a run from its own validation scores.
+
+API::
+
+    GRID                                   the corrections tried: 0, 0.1, ..., 1.5
+    sweep(session, net, run, taus=GRID)    -> {tau: metrics dict}, one pass over the images
+    choose(scores, floor)                  -> the largest tau whose pixel accuracy >= floor
+    choose_for_run(session, net, run)      sweep + choose + config.json
+                                           -> (the run with it, the sweep for metrics.json)
+
+A run with ``prior_correction_floor`` f > 0 (e.g. 0.79) does not keep a fixed
+prior correction: once training ends it scores its validation images with
+every tau of GRID in one pass (the logits are computed once; each tau only
+moves the argmax), keeps the largest tau whose pixel accuracy is at least f
+(0 when none is: the plain argmax), and writes it to config.json, so the
+final validation, eval, predict and export use it. How far a correction can
+go before it costs the pixel floor depends on how far the network trained,
+so a recipe chosen this way holds on a slower host, where a constant tuned on
+a faster one over-corrects. The tau is tuned on the validation images: their
+scores are not an unseen-data estimate.
+"""
+import dataclasses
+
+import numpy as np
+
+from fcn_tf1 import batches, config as config_lib, losses, metrics, validation
+
+GRID = tuple(round(0.1 * k, 1) for k in range(16))
+SWEEP_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou")  # kept in metrics.json
+
+
+def sweep(session, net, run, taus=GRID):
+    """Metrics of ``run``'s validation images for each correction of ``taus``.
+
+    ``net.logits`` must be the raw logits (a training or inference graph);
+    a run that averages its weights is scored with the averages, as in validation.
+    """
+    config = run.config
+    offsets = [np.asarray(losses.prior_offsets(config.class_priors, tau), np.float32)
+               for tau in taus]
+    counts = [metrics.ConfusionMatrix(config.num_classes, config.void_label) for _ in taus]
+    with validation.weights(session, net):
+        for images, labels, _ in batches.iterate_batches(config.data, run.val_indices,
+                                                         config.batch_size):
+            logits = session.run(net.logits, {net.images: images})
+            for count, offset in zip(counts, offsets):
+                count.update(labels, np.argmax(logits + offset, axis=-1))
+            if run.stop():
+                break
+    return {tau: metrics.compute_metrics(count.matrix, run.class_names, count.num_images)
+            for tau, count in zip(taus, counts)}
+
+
+def choose(scores, floor):
+    """The largest tau of ``scores`` whose pixel accuracy is at least ``floor``; 0.0 if none."""
+    kept = [tau for tau, result in scores.items()
+            if result["pixel_accuracy"] is not None and result["pixel_accuracy"] >= floor]
+    return max(kept, default=0.0)
+
+
+def format_sweep(scores, chosen, floor):
+    """The sweep as log lines, the chosen row marked."""
+    lines = [f"prior correction chosen on the validation images: the largest with pixel "
+             f"accuracy >= {100 * floor:g} %",
+             "   tau   pixel acc   mean acc   mean IU"]
+    for tau, result in scores.items():
+        mark = "  <- chosen" if tau == chosen else ""
+        lines.append(f"{tau:6.1f}" + "".join(
+            f"  {100 * (result[key] or 0.0):9.2f}" for key in SWEEP_KEYS) + mark)
+    return lines
+
+
+def choose_for_run(session, net, run):
+    """Sweeps, chooses, logs and writes config.json.
+
+    Returns ``(run with the chosen prior_correction, record)``, ``record`` the
+    floor and the sweep for metrics.json; a sweep cut short by a stop request
+    changes nothing and returns ``(run, None)``.
+    """
+    config = run.config
+    scores = sweep(session, net, run)
+    if run.stop():
+        return run, None
+    floor = config.prior_correction_floor
+    chosen = choose(scores, floor)
+    for line in format_sweep(scores, chosen, floor):
+        run.log(line)
+    config = config.replace(prior_correction=chosen)
+    config_lib.save(config, run.train_dir)
+    record = {"prior_correction_floor": floor, "prior_correction_sweep": [
+        dict({"prior_correction": tau}, **{key: scores[tau][key] for key in SWEEP_KEYS})
+        for tau in scores]}
+    return dataclasses.replace(run, config=config), record

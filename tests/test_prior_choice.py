@@ -1,0 +1,53 @@
+"""--prior-correction-floor: the prior correction chosen at the end of a run."""
+import json
+
+import pytest
+
+from fcn_tf1 import config as config_lib, evaluate, prior_choice, train
+from fcn_tf1.errors import ConfigError
+
+
+def _scores(*pixel_accuracies):
+    return {tau: {"pixel_accuracy": p} for tau, p in zip(prior_choice.GRID, pixel_accuracies)}
+
+
+def test_choose_takes_the_largest_correction_that_keeps_the_floor():
+    assert prior_choice.choose(_scores(0.80, 0.795, 0.79, 0.789, 0.70), 0.79) == 0.2
+    # not monotonic: the largest tau above the floor, wherever it is
+    assert prior_choice.choose(_scores(0.80, 0.78, 0.791, 0.70), 0.79) == 0.2
+    # nothing reaches the floor, or no pixel was scored: no correction
+    assert prior_choice.choose(_scores(0.70, 0.60), 0.79) == 0.0
+    assert prior_choice.choose(_scores(None, None), 0.79) == 0.0
+    assert prior_choice.GRID[0] == 0.0 and prior_choice.GRID[-1] == 1.5
+
+
+def test_the_floor_must_be_a_pixel_accuracy():
+    for floor in (-0.1, 1.0, 79.0):
+        with pytest.raises(ConfigError, match="prior_correction_floor"):
+            config_lib.RunConfig(prior_correction_floor=floor)
+
+
+def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data):
+    train_dir = tmp_path / "run"
+    config = config_lib.RunConfig(
+        data=str(default_data), width=4, crop_size=64, batch_size=2, max_steps=8,
+        val_fraction=0.25, save_every_steps=0, save_every_secs=0, summary_every_steps=0,
+        image_summary_every_steps=0, log_every_steps=0, num_prediction_pngs=0,
+        optimizer="adam", learning_rate=0.01, prior_correction_floor=0.01)
+    lines = []
+    result = train.train(config, train_dir, log=lines.append)
+    saved = json.loads((train_dir / "metrics.json").read_text())
+    sweep = {row["prior_correction"]: row for row in saved["prior_correction_sweep"]}
+    chosen = saved["prior_correction"]
+    assert list(sweep) == list(prior_choice.GRID) and saved["prior_correction_floor"] == 0.01
+    assert chosen > 0 and result["config"].prior_correction == chosen
+    assert chosen == max(tau for tau, row in sweep.items() if row["pixel_accuracy"] >= 0.01)
+    assert any("<- chosen" in line and f"{chosen:6.1f}" in line for line in lines)
+    # the final validation predicted with the chosen correction, not the graph's default 0
+    assert sweep[chosen]["pixel_accuracy"] != sweep[0.0]["pixel_accuracy"]
+    for key in prior_choice.SWEEP_KEYS:
+        assert saved[key] == pytest.approx(sweep[chosen][key], abs=1e-12)
+    # config.json holds it, so eval scores the same images the same way
+    assert json.loads((train_dir / "config.json").read_text())["prior_correction"] == chosen
+    again = evaluate.run_eval(train_dir, log=lambda *a: None)
+    assert again["pixel_accuracy"] == pytest.approx(saved["pixel_accuracy"], abs=1e-12)
