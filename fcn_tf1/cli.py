@@ -182,6 +182,7 @@ def _add_eval(subparsers):
     p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
                    help="also write the metrics as JSON to FILE")
     _add_test_time_views(p)
+    _add_sweep(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -207,6 +208,13 @@ def _add_test_time_views(p):
                         "a run without stored class frequencies counts them in its data file")
 
 
+def _add_sweep(p):
+    p.add_argument("--prior-correction-sweep", action="store_true",
+                   help="score the corrections 0, 0.1, ..., 1.5 in one pass and print pixel "
+                        "accuracy / mean class accuracy / mean IU for each, to choose a "
+                        "--prior-correction (--out: the table as JSON)")
+
+
 def _scale_list(text):
     # the range is checked against the run's input_scale (load_run.check_test_scales)
     try:
@@ -223,7 +231,8 @@ def _run_eval(args):
                       batch_size=args.batch_size, json_out=args.out,
                       test_scales=args.test_scales, test_flip=args.test_flip,
                       prior_correction=args.prior_correction,
-                      include_training=args.include_training_images)
+                      include_training=args.include_training_images,
+                      sweep=args.prior_correction_sweep)
     return 0
 
 

@@ -7,7 +7,7 @@ eval``: it rebuilds a trained run from its config.json and checkpoint.
 import time
 
 
-from fcn_tf1 import batches, datasets, h5data, layouts, load_run, metrics, rundir
+from fcn_tf1 import batches, datasets, h5data, layouts, load_run, metrics, prior_choice, rundir
 from fcn_tf1.errors import ConfigError, FcnError
 
 
@@ -131,7 +131,7 @@ def choose_images(train_dir, config, data=None, data_dir=None, split=None, names
 
 def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, names_file=None,
              batch_size=8, json_out=None, test_scales=None, test_flip=False, prior_correction=None,
-             include_training=False, log=print):
+             include_training=False, sweep=False, log=print):
     """``fcn-tf1 eval``: scores a trained run on a data source and prints the table.
 
     The data source is ``data`` (an HDF5 file), or ``data_dir`` (a released
@@ -140,8 +140,13 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
     ``test_scales`` (multiples of the run's input_scale) and ``test_flip``
     average the predictions over test-time views; without them the net runs
     once per image, as in training. ``prior_correction`` (tau) replaces the
-    run's own (load_run.with_prior_correction).
+    run's own (load_run.with_prior_correction). ``sweep``: score every
+    correction of prior_choice.GRID in one pass instead, print that table and
+    return {tau: metrics dict}.
     """
+    if sweep and prior_correction is not None:
+        raise ConfigError("--prior-correction-sweep scores every correction; "
+                          "leave out --prior-correction")
     with load_run.open_trained(train_dir, checkpoint, test_scales, test_flip,
                                prior_correction) as (config, session, net, checkpoint):
         source, names, where, class_names = choose_images(
@@ -156,7 +161,10 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
         correction = (f"; prior correction {config.prior_correction:g}"
                       if config.prior_correction else "")
         log(f"evaluating {checkpoint} on {source}; {_views(config, test_scales, test_flip)}"
-            f"{correction}")
+            f"{'; every prior correction of 0..1.5' if sweep else correction}")
+        if sweep:
+            config = load_run.with_class_priors(config, "--prior-correction-sweep")
+            return _sweep(session, net, config, batch_iter, class_names, source, json_out, log)
         result = evaluate_in_session(session, net, batch_iter, config.num_classes,
                                      config.void_label, class_names)
     log(metrics.format_table(result))
@@ -169,3 +177,14 @@ def run_eval(train_dir, checkpoint=None, data=None, data_dir=None, split=None, n
                                          source=source))
         log(f"wrote {json_out}")
     return result
+
+
+def _sweep(session, net, config, batch_iter, class_names, source, json_out, log):
+    scores = prior_choice.sweep(session, net, config, batch_iter, class_names)
+    for line in prior_choice.format_sweep(scores):
+        log(line)
+    if json_out is not None:
+        rundir.write_json(json_out, {"prior_correction_sweep": prior_choice.sweep_record(scores),
+                                     "source": source})
+        log(f"wrote {json_out}")
+    return scores

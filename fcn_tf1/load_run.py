@@ -51,14 +51,20 @@ def with_prior_correction(config, prior_correction):
         config = config.replace(prior_correction=prior_correction)
     except ConfigError as err:
         raise ConfigError(f"--prior-correction {prior_correction}: {err}") from None
-    if config.prior_correction and config.class_priors is None:
+    return with_class_priors(config, "--prior-correction") if config.prior_correction else config
+
+
+def with_class_priors(config, option):
+    """``config`` with its class priors, counted in its training split if it stores none;
+    an error names ``option``, what needs them."""
+    if config.class_priors is None:
         try:
             with h5data.H5Dataset(config.data) as dataset:
                 counts = dataset.label_counts(dataset.split(config.val_fraction)[0])
             config = config.replace(class_priors=losses.class_priors(counts))
         except FcnError as err:
-            raise type(err)(f"--prior-correction: the run stores no class priors and they "
-                             f"cannot be counted in its training data ({err})") from None
+            raise type(err)(f"{option}: the run stores no class priors and they cannot be "
+                             f"counted in its training data ({err})") from None
     return config
 
 

@@ -3,7 +3,8 @@
 API::
 
     GRID                                   the corrections tried: 0, 0.1, ..., 1.5
-    sweep(session, net, run, taus=GRID)    -> {tau: metrics dict}, one pass over the images
+    sweep(session, net, config, batch_iter, class_names, should_stop=None, taus=GRID)
+                                           -> {tau: metrics dict}, one pass over the images
     choose(scores, floor)                  -> the largest tau whose pixel accuracy >= floor
     choose_for_run(session, net, run)      sweep + choose + config.json
                                            -> (the run with it, the sweep for metrics.json)
@@ -29,26 +30,32 @@ GRID = tuple(round(0.1 * k, 1) for k in range(16))
 SWEEP_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou")  # kept in metrics.json
 
 
-def sweep(session, net, run, taus=GRID):
-    """Metrics of ``run``'s validation images for each correction of ``taus``.
+def sweep(session, net, config, batch_iter, class_names, should_stop=None, taus=GRID):
+    """Metrics of the images of ``batch_iter`` for each correction of ``taus``.
 
-    ``net.logits`` must be the raw logits (a training or inference graph);
-    a run that averages its weights is scored with the averages, as in validation.
+    ``net.logits`` must be the logits before any correction (a training or
+    inference graph); a training graph that averages its weights is scored
+    with the averages, as in validation. ``config.class_priors`` must be set.
+    ``batch_iter`` yields (images, labels, names) as evaluate.evaluate_in_session's.
     """
-    config = run.config
     offsets = [np.asarray(losses.prior_offsets(config.class_priors, tau), np.float32)
                for tau in taus]
     counts = [metrics.ConfusionMatrix(config.num_classes, config.void_label) for _ in taus]
     with validation.weights(session, net):
-        for images, labels, _ in batches.iterate_batches(config.data, run.val_indices,
-                                                         config.batch_size):
+        for images, labels, _ in batch_iter:
             logits = session.run(net.logits, {net.images: images})
             for count, offset in zip(counts, offsets):
                 count.update(labels, np.argmax(logits + offset, axis=-1))
-            if run.stop():
+            if should_stop is not None and should_stop():
                 break
-    return {tau: metrics.compute_metrics(count.matrix, run.class_names, count.num_images)
+    return {tau: metrics.compute_metrics(count.matrix, class_names, count.num_images)
             for tau, count in zip(taus, counts)}
+
+
+def sweep_record(scores):
+    """The sweep as JSON rows: tau and SWEEP_KEYS."""
+    return [dict({"prior_correction": tau}, **{key: result[key] for key in SWEEP_KEYS})
+            for tau, result in scores.items()]
 
 
 def choose(scores, floor):
@@ -58,11 +65,12 @@ def choose(scores, floor):
     return max(kept, default=0.0)
 
 
-def format_sweep(scores, chosen, floor):
-    """The sweep as log lines, the chosen row marked."""
-    lines = [f"prior correction chosen on the validation images: the largest with pixel "
-             f"accuracy >= {100 * floor:g} %",
-             "   tau   pixel acc   mean acc   mean IU"]
+def format_sweep(scores, chosen=None, floor=None):
+    """The sweep as log lines, the ``chosen`` row marked (with its ``floor``)."""
+    lines = [] if floor is None else [
+        f"prior correction chosen on the validation images: the largest with pixel "
+        f"accuracy >= {100 * floor:g} %"]
+    lines.append("   tau   pixel acc   mean acc   mean IU")
     for tau, result in scores.items():
         mark = "  <- chosen" if tau == chosen else ""
         lines.append(f"{tau:6.1f}" + "".join(
@@ -78,7 +86,9 @@ def choose_for_run(session, net, run):
     changes nothing and returns ``(run, None)``.
     """
     config = run.config
-    scores = sweep(session, net, run)
+    scores = sweep(session, net, config,
+                   batches.iterate_batches(config.data, run.val_indices, config.batch_size),
+                   run.class_names, run.stop)
     if run.stop():
         return run, None
     floor = config.prior_correction_floor
@@ -87,7 +97,5 @@ def choose_for_run(session, net, run):
         run.log(line)
     config = config.replace(prior_correction=chosen)
     config_lib.save(config, run.train_dir)
-    record = {"prior_correction_floor": floor, "prior_correction_sweep": [
-        dict({"prior_correction": tau}, **{key: scores[tau][key] for key in SWEEP_KEYS})
-        for tau in scores]}
+    record = {"prior_correction_floor": floor, "prior_correction_sweep": sweep_record(scores)}
     return dataclasses.replace(run, config=config), record

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fcn_tf1 import config as config_lib, evaluate, prior_choice, train
+from fcn_tf1 import cli, config as config_lib, evaluate, prior_choice, train
 from fcn_tf1.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ def test_the_floor_must_be_a_pixel_accuracy():
             config_lib.RunConfig(prior_correction_floor=floor)
 
 
-def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data):
+def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data, capsys):
     train_dir = tmp_path / "run"
     config = config_lib.RunConfig(
         data=str(default_data), width=4, crop_size=64, batch_size=2, max_steps=8,
@@ -51,3 +51,17 @@ def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data):
     assert json.loads((train_dir / "config.json").read_text())["prior_correction"] == chosen
     again = evaluate.run_eval(train_dir, log=lambda *a: None)
     assert again["pixel_accuracy"] == pytest.approx(saved["pixel_accuracy"], abs=1e-12)
+
+    # eval --prior-correction-sweep scores the same grid on the same images from the checkpoint
+    table = tmp_path / "sweep.json"
+    assert cli.main(["eval", "--train-dir", str(train_dir), "--prior-correction-sweep",
+                     "--json", str(table)]) == 0
+    rows = json.loads(table.read_text())["prior_correction_sweep"]
+    assert [row["prior_correction"] for row in rows] == list(prior_choice.GRID)
+    for row in rows:
+        for key in prior_choice.SWEEP_KEYS:
+            assert row[key] == pytest.approx(sweep[row["prior_correction"]][key], abs=1e-3)
+    assert "   tau   pixel acc   mean acc   mean IU" in capsys.readouterr().out
+    assert cli.main(["eval", "--train-dir", str(train_dir), "--prior-correction-sweep",
+                     "--prior-correction", "1"]) == 2
+    assert "leave out --prior-correction" in capsys.readouterr().err
