@@ -51,14 +51,17 @@ PRESETS = {
     # the balanced preset keeps 1e-3, the rate of its measured run K. Repeat factor
     # sampling 0.1: run W 83.72 / 30.80 against U without it 83.03 / 29.87 (60 min each)
     "siftflow-cpu-60min": _siftflow_cpu(5e-4, "none"),
-    # run V (median frequency + repeat factor sampling 0.1) predicted with prior correction
-    # 0.6: 78.38 / 52.03 % pixel / mean accuracy on its validation images, where 0.5 gave
-    # 79.44 / 51.02 and 0.8 75.06 / 53.39 (tau chosen there, on the same validation images);
-    # run X, this preset with seed 1: 78.57 / 50.42
+    # The prior correction is chosen when the run ends (the largest keeping 79 % validation
+    # pixel accuracy): the constant 0.6, chosen on run V (21,000 steps), gave 72.80 % pixel
+    # accuracy on floor-ema-balanced-1core (11,457 steps), where the floor kept 79.20 / 48.88
+    # (pixel / mean accuracy). Validation passes during training still use 0.6. The moving
+    # average of the weights: +1.26 mean accuracy, +0.47 mean IU on that run's own weights.
     "siftflow-cpu-60min-balanced": _siftflow_cpu(
         1e-3, "median_frequency",
-        ", with the class-balanced (median frequency) loss and predictions corrected by the "
-        "class priors (prior correction 0.6)", prior_correction=0.6),
+        ", with the class-balanced (median frequency) loss, a moving average of the weights "
+        "(decay 0.999), and predictions corrected by the class priors, the correction chosen "
+        "at the end as the largest keeping 79 % validation pixel accuracy",
+        prior_correction=0.6, prior_correction_floor=0.79, ema_decay=0.999),
     "camvid-cpu-60min": _camvid_cpu("none"),
     "camvid-cpu-60min-balanced": _camvid_cpu(
         "median_frequency", ", with the class-balanced (median frequency) loss"),
