@@ -54,8 +54,10 @@ PRESETS = {
     # The prior correction is chosen when the run ends (the largest keeping 79 % validation
     # pixel accuracy): the constant 0.6, chosen on run V (21,000 steps), gave 72.80 % pixel
     # accuracy on floor-ema-balanced-1core (11,457 steps), where the floor kept 79.20 / 48.88
-    # (pixel / mean accuracy). Validation passes during training still use 0.6. The moving
-    # average of the weights: +1.26 mean accuracy, +0.47 mean IU on that run's own weights.
+    # (pixel / mean accuracy); on both cores it chose 0.5: 79.29 / 49.34 (run
+    # siftflow-cpu-60min-balanced-floor). Validation passes during training still use 0.6.
+    # The moving average of the weights: +1.05 to +1.26 mean accuracy, +0.32 to +0.47 mean IU
+    # against the same runs' raw weights.
     "siftflow-cpu-60min-balanced": _siftflow_cpu(
         1e-3, "median_frequency",
         ", with the class-balanced (median frequency) loss, a moving average of the weights "
