@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 from fcn_tf1 import bench_command, paths, prepare_command
+from fcn_tf1 import config as config_lib
 from fcn_tf1.errors import FcnError
 
 
@@ -27,9 +28,9 @@ def _add_compare(subparsers):
     p.add_argument("--out", "--json", dest="out", type=pathlib.Path, default=None, metavar="FILE",
                    help="also write the report as JSON to FILE")
     p.add_argument("--seed", type=int, default=0, help="graph seed for the initial weights")
-    p.add_argument("--variant", choices=("fcn32s", "fcn16s", "fcn8s"), default="fcn8s",
+    p.add_argument("--variant", choices=config_lib.VARIANTS, default="fcn8s",
                    help="FCN head (default: fcn8s)")
-    p.add_argument("--backbone", choices=("compact", "vgg_bn", "vgg16"), default="compact",
+    p.add_argument("--backbone", choices=config_lib.BACKBONES, default="compact",
                    help="backbone, randomly initialised (default: compact)")
     p.add_argument("--width", type=int, default=32,
                    help="channel multiplier of the compact and vgg_bn backbones (default: 32)")

@@ -22,7 +22,7 @@ from fcn_tf1.rundir import write_json
 
 CONFIG_NAME = "config.json"
 
-VARIANTS = ("fcn8s", "fcn16s", "fcn32s")
+VARIANTS = ("fcn8s", "fcn16s", "fcn32s", "fcn4s")
 BACKBONES = ("compact", "vgg_bn", "vgg16")
 LOSS_VARIANTS = ("reshape", "reshape_free")
 OPTIMIZERS = ("momentum", "adam")
@@ -50,7 +50,7 @@ KEEP_BEST = ("mean_iou", "mean_iou_gt_or_predicted", "pixel_accuracy", "mean_acc
 class RunConfig:
     """Everything a run needs; saved as config.json next to the checkpoints.
 
-    Model: ``num_classes``, ``variant`` (fcn8s/16s/32s), ``backbone``
+    Model: ``num_classes``, ``variant`` (fcn8s/16s/32s/4s), ``backbone``
     (compact/vgg_bn/vgg16), ``width`` (their width multiplier), ``vgg16_weights``
     (optional Keras VGG16 HDF5 file to start from), ``dropout`` (rate after
     fc6/fc7 in training; None = the backbone's default, 0.3 compact, 0.5 vgg16),

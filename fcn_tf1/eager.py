@@ -15,7 +15,7 @@ graph, by the variable names model.py creates (``fcn/conv1_1/weights``,
 left out). The computation is ``model.inference(..., is_training=False)``'s:
 the same preprocessing, input rescaling and padding to a multiple of 32 (model.py), pooling and
 bilinear transposed-convolution upsampling (layers.py), batch norm with its
-moving averages, no dropout. Both backbones and all three variants; the
+moving averages, no dropout. Every backbone and every variant; the
 backbone and the number of classes follow from the weights themselves.
 tests/test_tf2_native.py shows the logits equal the graph model's.
 """
@@ -66,7 +66,7 @@ def _layer(weights, x, name):
 
 
 def _upsample_2x(weights, x, name):
-    """The learned 2x upsampling ``name`` (upscore2, upscore_pool4)."""
+    """The learned 2x upsampling ``name`` (model.SKIP_UPSAMPLINGS)."""
     return layers.upsample_with_kernel(x, weights[f"{SCOPE}{name}/weights"], 2, x.shape[-1])
 
 
@@ -76,7 +76,7 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     Args:
         weights: dict from :func:`load_weights`.
         images: [B, H, W, 3] raw RGB 0..255 (any real dtype; any H, W).
-        variant: 'fcn32s', 'fcn16s' or 'fcn8s', as the run was trained.
+        variant: 'fcn32s', 'fcn16s', 'fcn8s' or 'fcn4s', as the run was trained.
         input_scale: the run's input_scale (config.json; not in the checkpoint).
 
     Returns:
@@ -93,15 +93,13 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     for stage, convs in enumerate(convs_per_stage, start=1):
         for index in range(1, convs + 1):
             x = tf.nn.relu(_layer(weights, x, f"conv{stage}_{index}"))
-        x = pools[stage] = layers.max_pool(x, f"pool{stage}")
+        x = pools[f"pool{stage}"] = layers.max_pool(x, f"pool{stage}")
     x = tf.nn.relu(_layer(weights, x, "fc6"))  # dropout: identity at inference
     x = tf.nn.relu(_layer(weights, x, "fc7"))
     score = _layer(weights, x, "score_fr")
-    if variant != "fcn32s":
-        score = _upsample_2x(weights, score, "upscore2") + _layer(weights, pools[4], "score_pool4")
-    if variant == "fcn8s":
-        score = (_upsample_2x(weights, score, "upscore_pool4")
-                 + _layer(weights, pools[3], "score_pool3"))
+    for pool, upsampling in zip(model.SKIP_POOLS[variant], model.SKIP_UPSAMPLINGS):
+        score = _upsample_2x(weights, score, upsampling) + _layer(weights, pools[pool],
+                                                                  f"score_{pool}")
     return layers.upsample_fixed(score, model.FINAL_UPSAMPLING[variant] / input_scale, "upscore",
                                  (height, width))
 
@@ -111,7 +109,7 @@ class EagerFCN(tf.Module):
 
     Args:
         checkpoint: checkpoint prefix of a run trained by this package.
-        variant: the run's FCN variant ('fcn8s', 'fcn16s', 'fcn32s').
+        variant: the run's FCN variant (config.VARIANTS).
         input_scale: the run's input_scale.
         averaged: the weights' moving averages (a run with ``ema_decay``).
     """

@@ -14,7 +14,12 @@ Networks for Semantic Segmentation": a 1x1 ``score_fr`` layer on fc7 (stride
 32), ``score_pool4`` (stride 16) and ``score_pool3`` (stride 8). FCN-32s
 upsamples score_fr 32x; FCN-16s adds the 2x-upsampled score_fr to score_pool4
 and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
-As in the paper the 2x upsamplings (``upscore2``, ``upscore_pool4``) are
+``'fcn4s'`` goes one step further than the paper, fusing ``score_pool2``
+(stride 4) after a third learned 2x upsampling (``upscore_pool3``): at
+``input_scale`` 0.5 FCN-8s's finest score map is 1/16 of the image, and
+FCN-4s's 1/8, the paper's FCN-8s resolution. The skip layers are 1x1
+convolutions, so each extra fusion costs little. As in the paper the 2x
+upsamplings (``upscore2``, ``upscore_pool4``, ``upscore_pool3``) are
 learnable transposed convolutions initialised to bilinear interpolation and
 the final one is fixed bilinear interpolation (the paper's frozen bilinear
 deconvolution, computed per channel: see layers.upsample_fixed). Score layers start at zero
@@ -87,8 +92,12 @@ COMPACT_STAGE_MULTIPLIERS = (1, 2, 4, 8, 8)
 COMPACT_FC_MULTIPLIER = 16
 DROPOUT_RATE = {"vgg16": 0.5, "compact": 0.3, "vgg_bn": 0.3}
 STRIDE = 32  # the input is padded to a multiple of this (pool5's stride)
+# The pools each head fuses, coarsest first, and the learned 2x upsampling before each fusion.
+SKIP_POOLS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"),
+              "fcn4s": ("pool4", "pool3", "pool2")}
+SKIP_UPSAMPLINGS = ("upscore2", "upscore_pool4", "upscore_pool3")
 # The stride of each head's last score map, i.e. its final fixed upsampling factor.
-FINAL_UPSAMPLING = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+FINAL_UPSAMPLING = {variant: STRIDE // 2 ** len(pools) for variant, pools in SKIP_POOLS.items()}
 
 
 def inference(images, num_classes=NUM_CLASSES, variant="fcn8s", backbone="compact", width=32,
@@ -99,7 +108,7 @@ def inference(images, num_classes=NUM_CLASSES, variant="fcn8s", backbone="compac
         images: float32 [B, H, W, 3], raw RGB in 0..255 (other dtypes are cast);
             B, H, W may be unknown.
         num_classes: int, number of classes C (33 for SIFT Flow).
-        variant: 'fcn32s', 'fcn16s' or 'fcn8s'.
+        variant: 'fcn32s', 'fcn16s', 'fcn8s' or 'fcn4s'.
         backbone: 'compact', 'vgg_bn' or 'vgg16'.
         width: channel multiplier of the compact and vgg_bn backbones (ignored for vgg16).
         is_training: Python bool or scalar bool tensor (e.g. a
@@ -125,8 +134,8 @@ def inference_endpoints(images, num_classes=NUM_CLASSES, variant="fcn8s", backbo
     Returns:
         (logits, endpoints): logits as :func:`inference`; endpoints maps names
         ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr',
-        'score_pool4', 'score_pool3', 'upscore') to float32 [B, h, w, c]
-        tensors of the padded input (post-ReLU activations for the convs);
+        'score_pool4', 'score_pool3', 'score_pool2' as the variant has them,
+        'upscore') to float32 [B, h, w, c] tensors of the padded input (post-ReLU activations for the convs);
         'upscore' is already cropped to [B, H, W, C].
     """
     if variant not in VARIANTS:
@@ -249,14 +258,9 @@ def _fcn_head(endpoints, num_classes, variant, size, input_scale=1.0):
     """
     score = _score(endpoints["fc7"], num_classes, "score_fr")
     endpoints["score_fr"] = score
-    if variant != "fcn32s":
-        score_pool4 = _score(endpoints["pool4"], num_classes, "score_pool4")
-        endpoints["score_pool4"] = score_pool4
-        score = layers.upsample_learnable(score, 2, "upscore2") + score_pool4
-        if variant == "fcn8s":
-            score_pool3 = _score(endpoints["pool3"], num_classes, "score_pool3")
-            endpoints["score_pool3"] = score_pool3
-            score = layers.upsample_learnable(score, 2, "upscore_pool4") + score_pool3
+    for pool, upsampling in zip(SKIP_POOLS[variant], SKIP_UPSAMPLINGS):
+        skip = endpoints[f"score_{pool}"] = _score(endpoints[pool], num_classes, f"score_{pool}")
+        score = layers.upsample_learnable(score, 2, upsampling) + skip
     upscore = layers.upsample_fixed(score, FINAL_UPSAMPLING[variant] / input_scale, "upscore",
                                     size)
     endpoints["upscore"] = upscore

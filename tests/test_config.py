@@ -17,7 +17,7 @@ def test_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"variant": "fcn4s"}, "variant"),
+    ({"variant": "fcn2s"}, "variant"),
     ({"batch_size": 0}, "batch_size"),
     ({"crop_size": 7}, "crop_size"),
     ({"scale_jitter": (1.5, 0.5)}, "scale_jitter"),

@@ -134,7 +134,7 @@ def test_static_shape_is_kept_and_python_bool_training():
         model.inference(tf.zeros([2, 40, 50, 3]), width=2, is_training=False)
         assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == n_updates > 0
     with seeded_graph(), pytest.raises(ValueError, match="variant"):
-        model.inference(tf.zeros([1, 32, 32, 3]), variant="fcn4s")
+        model.inference(tf.zeros([1, 32, 32, 3]), variant="fcn2s")
 
 
 @pytest.mark.parametrize("factor", [2, 8, 16, 32])
