@@ -73,8 +73,9 @@ DATA_HINTS = {"siftflow": "the full SIFT Flow: pass --data-dir ROOT (e.g. ../sha
 
 
 def describe():
-    """One line per preset, for --help."""
-    return "; ".join(f"{name}: {preset['description']}" for name, preset in PRESETS.items())
+    """One line per preset, for --help (argparse help text: a literal % is written %%)."""
+    return "; ".join(f"{name}: {preset['description']}".replace("%", "%%")
+                     for name, preset in PRESETS.items())
 
 
 def options(name):

@@ -25,6 +25,25 @@ def test_run_train_shows_its_own_usage():
     assert "fcn-tf1" not in proc.stderr
 
 
+@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in (
+    "prepare", "train", "cluster-local", "eval", "predict", "export", "compare", "bench")])
+def test_every_help_page_renders(argv, capsys):
+    # argparse expands % in help texts: a stray one (e.g. "79 % pixel") breaks --help
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: fcn-tf1")
+
+
+def test_run_train_help_lists_the_presets_and_variants(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main_train(["--help"])
+    assert stop.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "siftflow-cpu-60min-balanced:" in out and "keeping 79 % validation" in out
+    assert "fcn4s also pool2" in out
+
+
 @pytest.mark.parametrize("command", [
     ["eval", "--train-dir", "R"], ["compare"], ["bench"],
     ["predict", "--train-dir", "R", "IMAGE"], ["export", "--train-dir", "R"]])
