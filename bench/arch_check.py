@@ -178,7 +178,7 @@ def check_architectures(spec, frameworks=("keras", "torch"), seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="check the peers' architecture against ours")
     parser.add_argument("--backbone", default="compact", choices=("compact", "vgg16"))
-    parser.add_argument("--variant", default="fcn8s", choices=("fcn8s", "fcn16s", "fcn32s"))
+    parser.add_argument("--variant", default="fcn8s", choices=fcn_spec.model.VARIANTS)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="image side, a multiple of 32")
     parser.add_argument("--batch", type=int, default=1)

@@ -15,10 +15,10 @@ build exactly the layers our graph builds:
   vgg16: bias, ReLU), each stage ending in 2x2/2 max pooling;
 * fc6 and fc7: convolution (+ batch norm for compact) + ReLU + dropout;
 * 1x1 score layers with bias, zero-initialised (score_fr on fc7, score_pool4
-  on pool4, score_pool3 on pool3);
+  on pool4, score_pool3 on pool3, score_pool2 on pool2: model.SKIP_POOLS);
 * fusions: a learnable 2x transposed convolution initialised to bilinear
   interpolation (no bias), plus the next score layer;
-* the final fixed bilinear upsampling (8x, 16x or 32x; a resize, not a convolution).
+* the final fixed bilinear upsampling (4x, 8x, 16x or 32x; a resize, not a convolution).
 
 Every transposed convolution pads its input by one edge-replicated pixel and
 crops 1.5 * factor pixels from each side of its full output (fcn_tf1.layers).
@@ -150,10 +150,9 @@ def layer_plan(spec):
         return Conv(name, source_channels, c, 1, bias=True, batch_norm=False, relu=False,
                     zero_init=True, stride_in=source_stride)
 
-    skips = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3")}[spec.variant]
-    fusions, up_names = [], ("upscore2", "upscore_pool4")
-    for index, source in enumerate(skips):
-        fusions.append(Fusion(Upsample(up_names[index], c, 2, True, stride),
+    fusions = []
+    for source, up_name in zip(model.SKIP_POOLS[spec.variant], model.SKIP_UPSAMPLINGS):
+        fusions.append(Fusion(Upsample(up_name, c, 2, True, stride),
                               score(f"score_{source}", pool_channels[source], stride // 2),
                               source))
         stride //= 2

@@ -6,6 +6,7 @@
     inference_endpoints(...)                          -> (logits, {name: tensor})
     network_input(images, backbone, input_scale)      -> (padded backbone input, H, W)
     VARIANTS, BACKBONES (fcn_tf1.config), FINAL_UPSAMPLING {variant: factor}
+    SKIP_POOLS {variant: pools fused}, SKIP_UPSAMPLINGS (the 2x upsampling before each)
     weight_decay_loss(scope='fcn')                    -> scalar: sum of l2_loss of conv kernels
     load_vgg16_weights(session, h5_path)              (see vgg16_weights.py)
 
@@ -19,7 +20,7 @@ and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
 ``input_scale`` 0.5 FCN-8s's finest score map is 1/16 of the image, and
 FCN-4s's 1/8, the paper's FCN-8s resolution. The skip layers are 1x1
 convolutions, so each extra fusion costs little. As in the paper the 2x
-upsamplings (``upscore2``, ``upscore_pool4``, ``upscore_pool3``) are
+upsamplings (``upscore2``, ``upscore_pool4``; ``upscore_pool3``) are
 learnable transposed convolutions initialised to bilinear interpolation and
 the final one is fixed bilinear interpolation (the paper's frozen bilinear
 deconvolution, computed per channel: see layers.upsample_fixed). Score layers start at zero
@@ -133,9 +134,8 @@ def inference_endpoints(images, num_classes=NUM_CLASSES, variant="fcn8s", backbo
 
     Returns:
         (logits, endpoints): logits as :func:`inference`; endpoints maps names
-        ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr',
-        'score_pool4', 'score_pool3', 'score_pool2' as the variant has them,
-        'upscore') to float32 [B, h, w, c] tensors of the padded input (post-ReLU activations for the convs);
+        ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr', the
+        variant's 'score_pool4', 'score_pool3', 'score_pool2', 'upscore') to float32 [B, h, w, c] tensors of the padded input (post-ReLU activations for the convs);
         'upscore' is already cropped to [B, H, W, C].
     """
     if variant not in VARIANTS:

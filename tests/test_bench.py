@@ -53,7 +53,7 @@ def test_torch_peer_is_our_network(reference):
     _assert_matches("torch", reference)
 
 
-@pytest.mark.parametrize("variant", ["fcn16s", "fcn32s"])
+@pytest.mark.parametrize("variant", ["fcn16s", "fcn32s", "fcn4s"])
 def test_peers_follow_the_variant(variant):
     spec = TINY.replace(variant=variant, width=4, batch_size=1)
     frameworks = ("keras", "torch") if importlib.util.find_spec("torch") else ("keras",)

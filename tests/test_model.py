@@ -45,7 +45,7 @@ def random_images(shape, seed=0):
     ("vgg16", None, [(1, 40, 50), (2, 64, 64)]),
 ])
 def test_output_shapes_every_variant(backbone, width, sizes):
-    # One graph: AUTO_REUSE shares the backbone between the three heads (one initialisation).
+    # One graph: AUTO_REUSE shares the backbone between the heads (one initialisation).
     with seeded_graph():
         images, is_training = placeholders()
         logits = {v: model.inference(images, C, v, backbone, width or 32, is_training)
