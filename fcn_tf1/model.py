@@ -19,7 +19,8 @@ and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
 (stride 4) after a third learned 2x upsampling (``upscore_pool3``): at
 ``input_scale`` 0.5 FCN-8s's finest score map is 1/16 of the image, and
 FCN-4s's 1/8, the paper's FCN-8s resolution. The skip layers are 1x1
-convolutions, so each extra fusion costs little. As in the paper the 2x
+convolutions, so each extra fusion costs little (on SIFT Flow's 60-minute
+preset it cost 2 % of the img/s and gained nothing: docs/RESULTS.md). As in the paper the 2x
 upsamplings (``upscore2``, ``upscore_pool4``; ``upscore_pool3``) are
 learnable transposed convolutions initialised to bilinear interpolation and
 the final one is fixed bilinear interpolation (the paper's frozen bilinear
@@ -135,7 +136,9 @@ def inference_endpoints(images, num_classes=NUM_CLASSES, variant="fcn8s", backbo
     Returns:
         (logits, endpoints): logits as :func:`inference`; endpoints maps names
         ('input', 'conv1_1'.., 'pool1'..'pool5', 'fc6', 'fc7', 'score_fr', the
-        variant's 'score_pool4', 'score_pool3', 'score_pool2', 'upscore') to float32 [B, h, w, c] tensors of the padded input (post-ReLU activations for the convs);
+        variant's 'score_pool4', 'score_pool3', 'score_pool2', 'upscore') to
+        float32 [B, h, w, c] tensors of the padded input (post-ReLU activations
+        for the convs);
         'upscore' is already cropped to [B, H, W, C].
     """
     if variant not in VARIANTS:
