@@ -153,8 +153,7 @@ def add_arguments(parser):
 
     net = parser.add_argument_group("model")
     net.add_argument("--variant", choices=config_lib.VARIANTS, default=None,
-                     help=f"FCN head: the skips it fuses, fcn32s none, fcn16s pool4, fcn8s also "
-                          f"pool3, fcn4s also pool2 (default {D.variant})")
+                     help=f"FCN head: fcn32s, fcn16s +pool4, fcn8s +pool3, fcn4s +pool2 (default {D.variant})")
     net.add_argument("--backbone", choices=config_lib.BACKBONES, default=None,
                      help=f"compact: CPU-sized VGG-style net with batch norm, 8 convs; vgg_bn: "
                           f"the same with VGG16's 13 convs; vgg16: the VGG16 layers "

@@ -41,7 +41,7 @@ def test_run_train_help_lists_the_presets_and_variants(capsys):
     assert stop.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "siftflow-cpu-60min-balanced:" in out and "keeping 79 % validation" in out
-    assert "fcn4s also pool2" in out
+    assert "fcn8s +pool3, fcn4s +pool2" in out
 
 
 @pytest.mark.parametrize("command", [
