@@ -151,7 +151,7 @@ def layer_plan(spec):
                     zero_init=True, stride_in=source_stride)
 
     fusions = []
-    for source, up_name in zip(model.SKIP_POOLS[spec.variant], model.SKIP_UPSAMPLINGS):
+    for source, up_name in model.skips(spec.variant):
         fusions.append(Fusion(Upsample(up_name, c, 2, True, stride),
                               score(f"score_{source}", pool_channels[source], stride // 2),
                               source))

@@ -97,7 +97,7 @@ def forward(weights, images, variant="fcn8s", input_scale=1.0):
     x = tf.nn.relu(_layer(weights, x, "fc6"))  # dropout: identity at inference
     x = tf.nn.relu(_layer(weights, x, "fc7"))
     score = _layer(weights, x, "score_fr")
-    for pool, upsampling in zip(model.SKIP_POOLS[variant], model.SKIP_UPSAMPLINGS):
+    for pool, upsampling in model.skips(variant):
         score = _upsample_2x(weights, score, upsampling) + _layer(weights, pools[pool],
                                                                   f"score_{pool}")
     return layers.upsample_fixed(score, model.FINAL_UPSAMPLING[variant] / input_scale, "upscore",

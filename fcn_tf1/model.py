@@ -7,6 +7,7 @@
     network_input(images, backbone, input_scale)      -> (padded backbone input, H, W)
     VARIANTS, BACKBONES (fcn_tf1.config), FINAL_UPSAMPLING {variant: factor}
     SKIP_POOLS {variant: pools fused}, SKIP_UPSAMPLINGS (the 2x upsampling before each)
+    skips(variant)                                    -> ((pool, upsampling), ...) in order
     weight_decay_loss(scope='fcn')                    -> scalar: sum of l2_loss of conv kernels
     load_vgg16_weights(session, h5_path)              (see vgg16_weights.py)
 
@@ -20,8 +21,8 @@ and upsamples 16x; FCN-8s fuses once more with score_pool3 and upsamples 8x.
 ``input_scale`` 0.5 FCN-8s's finest score map is 1/16 of the image, and
 FCN-4s's 1/8, the paper's FCN-8s resolution. The skip layers are 1x1
 convolutions, so each extra fusion costs little (on SIFT Flow's 60-minute
-preset it cost 2 % of the img/s and gained nothing: docs/RESULTS.md). As in the paper the 2x
-upsamplings (``upscore2``, ``upscore_pool4``; ``upscore_pool3``) are
+preset it cost 2 % of the img/s and gained nothing: docs/RESULTS.md). As in
+the paper the 2x upsamplings (``upscore2``, ``upscore_pool4``; ``upscore_pool3``) are
 learnable transposed convolutions initialised to bilinear interpolation and
 the final one is fixed bilinear interpolation (the paper's frozen bilinear
 deconvolution, computed per channel: see layers.upsample_fixed). Score layers start at zero
@@ -100,6 +101,11 @@ SKIP_POOLS = {"fcn32s": (), "fcn16s": ("pool4",), "fcn8s": ("pool4", "pool3"),
 SKIP_UPSAMPLINGS = ("upscore2", "upscore_pool4", "upscore_pool3")
 # The stride of each head's last score map, i.e. its final fixed upsampling factor.
 FINAL_UPSAMPLING = {variant: STRIDE // 2 ** len(pools) for variant, pools in SKIP_POOLS.items()}
+
+
+def skips(variant):
+    """The head's fusions in order: (pool name, name of the 2x upsampling before it) pairs."""
+    return tuple(zip(SKIP_POOLS[variant], SKIP_UPSAMPLINGS))
 
 
 def inference(images, num_classes=NUM_CLASSES, variant="fcn8s", backbone="compact", width=32,
@@ -261,7 +267,7 @@ def _fcn_head(endpoints, num_classes, variant, size, input_scale=1.0):
     """
     score = _score(endpoints["fc7"], num_classes, "score_fr")
     endpoints["score_fr"] = score
-    for pool, upsampling in zip(SKIP_POOLS[variant], SKIP_UPSAMPLINGS):
+    for pool, upsampling in skips(variant):
         skip = endpoints[f"score_{pool}"] = _score(endpoints[pool], num_classes, f"score_{pool}")
         score = layers.upsample_learnable(score, 2, upsampling) + skip
     upscore = layers.upsample_fixed(score, FINAL_UPSAMPLING[variant] / input_scale, "upscore",
