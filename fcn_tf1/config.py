@@ -30,6 +30,8 @@ PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("poly", "poly_time", "step", "constant")
 CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency",
                     "median_frequency_global")
+# which prior correction a run chooses at its end (prior_choice.choose)
+PRIOR_CHOICES = ("largest", "mean_iou")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 MAX_PRIOR_CORRECTION = 10.0  # beyond 1 the correction over-favours rare classes
@@ -41,6 +43,7 @@ RESUME_OVERRIDABLE = frozenset({
     "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
     "log_every_steps", "num_prediction_pngs", "data", "vgg16_weights", "prior_correction",
     "allow_other_data", "init_from", "keep_best", "precision", "prior_correction_floor",
+    "prior_correction_choice",
 })
 KEEP_BEST = ("mean_iou", "mean_iou_gt_or_predicted", "pixel_accuracy", "mean_accuracy",
              "frequency_weighted_iou", "none")
@@ -108,8 +111,10 @@ class RunConfig:
     class_weights: Optional[Tuple[float, ...]] = None
     # prediction
     prior_correction: float = 0.0
-    # > 0: the end of training chooses prior_correction for this pixel accuracy (prior_choice.py)
+    # > 0: the end of training chooses prior_correction keeping this pixel accuracy, the
+    # largest or the one of best mean IU (prior_correction_choice; prior_choice.py)
     prior_correction_floor: float = 0.0
+    prior_correction_choice: str = "largest"  # "mean_iou" chooses even without a floor
     class_priors: Optional[Tuple[float, ...]] = None
     # data
     data: str = str(paths.DEFAULT_DATA)  # the embedded sample
@@ -156,6 +161,11 @@ class RunConfig:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    @property
+    def chooses_prior_correction(self):
+        """True when the end of training chooses prior_correction (prior_choice.py)."""
+        return bool(self.prior_correction_floor) or self.prior_correction_choice == "mean_iou"
+
 
 def _problems(cfg):
     """Human-readable reasons why ``cfg`` cannot be used (empty when fine)."""
@@ -178,6 +188,7 @@ def _problems(cfg):
     choice("class_weighting", CLASS_WEIGHTINGS)
     choice("keep_best", KEEP_BEST)
     choice("precision", PRECISIONS)
+    choice("prior_correction_choice", PRIOR_CHOICES)
     for name in ("num_classes", "width", "batch_size", "max_steps", "learning_rate",
                  "step_size", "max_to_keep"):
         positive(name)

@@ -81,8 +81,8 @@ def decision_logits(logits, config):
     ``logits - prior_correction * log(config.class_priors)`` (losses.prior_offsets).
     The loss always takes the raw logits. The offsets are a placeholder with
     that default (``prior_offsets``), also built for a run that chooses its
-    correction at its end (``prior_correction_floor``): prior_offsets_feed."""
-    if not config.prior_correction and not config.prior_correction_floor:
+    correction at its end (``chooses_prior_correction``): prior_offsets_feed."""
+    if not config.prior_correction and not config.chooses_prior_correction:
         return logits
     if config.class_priors is None:
         raise ConfigError("prior_correction needs the run's class_priors (computed from the "

@@ -5,16 +5,19 @@ API::
     GRID                                   the corrections tried: 0, 0.1, ..., 1.5
     sweep(session, net, config, batch_iter, class_names, should_stop=None, taus=GRID)
                                            -> {tau: metrics dict}, one pass over the images
-    choose(scores, floor)                  -> the largest tau whose pixel accuracy >= floor
+    choose(scores, floor, rule="largest")  -> among the taus whose pixel accuracy >= floor,
+                                              the largest, or (rule "mean_iou") the best mean IU
     choose_for_run(session, net, run)      sweep + choose + config.json
                                            -> (the run with it, the sweep for metrics.json)
 
-A run with ``prior_correction_floor`` f > 0 (e.g. 0.79) does not keep a fixed
-prior correction: once training ends it scores its validation images with
-every tau of GRID in one pass (the logits are computed once; each tau only
-moves the argmax), keeps the largest tau whose pixel accuracy is at least f
-(0 when none is: the plain argmax), and writes it to config.json, so the
-final validation, eval, predict and export use it. How far a correction can
+A run with ``prior_correction_floor`` f > 0 (e.g. 0.79), or with
+``prior_correction_choice`` "mean_iou", does not keep a fixed prior
+correction: once training ends it scores its validation images with every
+tau of GRID in one pass (the logits are computed once; each tau only moves
+the argmax), keeps among the taus whose pixel accuracy is at least f the
+largest ("largest", for mean class accuracy) or the one of best mean IU
+("mean_iou"; 0 when no tau keeps the floor: the plain argmax), and writes it
+to config.json, so the final validation, eval, predict and export use it. How far a correction can
 go before it costs the pixel floor depends on how far the network trained,
 so a recipe chosen this way holds on a slower host, where a constant tuned on
 a faster one over-corrects. The tau is tuned on the validation images: their
@@ -58,18 +61,29 @@ def sweep_record(scores):
             for tau, result in scores.items()]
 
 
-def choose(scores, floor):
-    """The largest tau of ``scores`` whose pixel accuracy is at least ``floor``; 0.0 if none."""
+def choose(scores, floor, rule="largest"):
+    """Among the taus of ``scores`` whose pixel accuracy is at least ``floor``, the
+    largest (``rule`` "largest") or the one of best mean IU, the smaller on a tie
+    ("mean_iou"); 0.0 if none."""
     kept = [tau for tau, result in scores.items()
             if result["pixel_accuracy"] is not None and result["pixel_accuracy"] >= floor]
-    return max(kept, default=0.0)
+    if rule == "largest":
+        return max(kept, default=0.0)
+    if rule != "mean_iou":
+        raise ValueError(f"rule {rule!r}: expected one of {config_lib.PRIOR_CHOICES}")
+    kept = [tau for tau in sorted(kept) if scores[tau]["mean_iou"] is not None]
+    return max(kept, key=lambda tau: scores[tau]["mean_iou"], default=0.0)
 
 
-def format_sweep(scores, chosen=None, floor=None):
-    """The sweep as log lines, the ``chosen`` row marked (with its ``floor``)."""
-    lines = [] if floor is None else [
-        f"prior correction chosen on the validation images: the largest with pixel "
-        f"accuracy >= {100 * floor:g} %"]
+def describe_rule(floor, rule):
+    """The choice in words, for the log."""
+    best = "the largest" if rule == "largest" else "the best mean IU"
+    return best + (f" with pixel accuracy >= {100 * floor:g} %" if floor else "")
+
+
+def format_sweep(scores, chosen=None, rule=None):
+    """The sweep as log lines, the ``chosen`` row marked (with its ``rule`` in words)."""
+    lines = [] if rule is None else [f"prior correction chosen on the validation images: {rule}"]
     lines.append("   tau   pixel acc   mean acc   mean IU")
     for tau, result in scores.items():
         mark = "  <- chosen" if tau == chosen else ""
@@ -91,11 +105,12 @@ def choose_for_run(session, net, run):
                    run.class_names, run.stop)
     if run.stop():
         return run, None
-    floor = config.prior_correction_floor
-    chosen = choose(scores, floor)
-    for line in format_sweep(scores, chosen, floor):
+    floor, rule = config.prior_correction_floor, config.prior_correction_choice
+    chosen = choose(scores, floor, rule)
+    for line in format_sweep(scores, chosen, describe_rule(floor, rule)):
         run.log(line)
     config = config.replace(prior_correction=chosen)
     config_lib.save(config, run.train_dir)
-    record = {"prior_correction_floor": floor, "prior_correction_sweep": sweep_record(scores)}
+    record = {"prior_correction_floor": floor, "prior_correction_choice": rule,
+              "prior_correction_sweep": sweep_record(scores)}
     return dataclasses.replace(run, config=config), record

@@ -70,7 +70,7 @@ def with_class_statistics(config, dataset, train_indices, log):
     """``config`` with the class weights and class priors it asks for, both counted on
     its training images in one pass; values already stored (a resumed run) are kept."""
     weigh = config.class_weighting != "none" and config.class_weights is None
-    correct = (bool(config.prior_correction or config.prior_correction_floor)
+    correct = (bool(config.prior_correction or config.chooses_prior_correction)
                and config.class_priors is None)
     if not (weigh or correct):
         return config
@@ -94,7 +94,7 @@ def _with_class_weights(config, counts, presence_pixels, log):
 
 def _with_class_priors(config, counts, log):
     priors = losses.class_priors(counts)
-    if not config.prior_correction:  # chosen at the end of the run (prior_correction_floor)
+    if not config.prior_correction:  # chosen at the end of the run (chooses_prior_correction)
         return config.replace(class_priors=priors)
     boost = np.exp(losses.prior_offsets(priors, config.prior_correction))
     log(f"prior correction {config.prior_correction:g}: predictions weigh each class by "

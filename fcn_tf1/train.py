@@ -53,7 +53,7 @@ def train(requested, train_dir, explicit=(), log=print, devices=None, session_co
       dict with ``step`` (final global step), ``stopped_by`` (None, or the
       signal name), ``losses`` (data loss of every step run here, in order),
       ``validation`` (metrics dict of the final validation pass, or None) and
-      ``config`` (the RunConfig used; with ``prior_correction_floor``, holding the
+      ``config`` (the RunConfig used; with ``chooses_prior_correction``, holding the
       correction chosen at the end).
     """
     train_dir = rundir.ensure_writable(train_dir)
@@ -121,7 +121,7 @@ def _run(run, devices, session_config):
                 step = int(session.run(net.global_step))
                 saver.save(step)
                 final, extra = None, None
-                if not run.stop() and config.prior_correction_floor and run.val_indices:
+                if not run.stop() and config.chooses_prior_correction and run.val_indices:
                     run, extra = prior_choice.choose_for_run(session, net, run)
                 if not run.stop():
                     final = validation.final_pass(session, net, run, step, writers.validation,
@@ -131,7 +131,7 @@ def _run(run, devices, session_config):
             finally:
                 writers.train.close()
                 writers.validation.close()
-    # the config: with prior_correction_floor, the correction the run chose
+    # the config: with chooses_prior_correction, the correction the run chose
     return {"step": step, "losses": losses_here, "validation": final, "config": run.config}
 
 

@@ -120,10 +120,9 @@ def add_arguments(parser):
                      help=f"images per step (default {D.batch_size})")
     run.add_argument("--precision", choices=config_lib.PRECISIONS, default=None,
                      help="bf16: oneDNN's automatic mixed precision graph rewrite, convolutions "
-                          "and their gradients in bfloat16, variables in float32; on CPUs with "
-                          "AVX512_BF16 or AMX (TensorFlow skips it elsewhere); measured 1.31x "
-                          "the img/s of fp32 on an AVX512_BF16 EPYC (docs/BENCHMARKS.md) "
-                          "(default fp32)")
+                          "and their gradients in bfloat16, variables in float32, on CPUs with "
+                          "AVX512_BF16 or AMX (skipped elsewhere); 1.31x the img/s of fp32 on an "
+                          "AVX512_BF16 EPYC (docs/BENCHMARKS.md) (default fp32)")
     run.add_argument("--seed", type=int, default=None,
                      help=f"seed of the weights, data order and augmentation (default {D.seed})")
     run.add_argument("--save-every-steps", type=int, default=None,
@@ -202,7 +201,6 @@ def add_arguments(parser):
                      help=f"decay factor of the step schedule (default {D.step_gamma})")
     opt.add_argument("--weight-decay", type=float, default=None,
                      help=f"L2 factor on conv kernels, added to the loss (default {D.weight_decay:g})")
-
     opt.add_argument("--ema-decay", type=float, default=None, metavar="D",
                      help="keep an exponential moving average of the weights with decay D "
                           "(0.999: about the last 1000 steps); validation, eval, predict and "
@@ -233,10 +231,12 @@ def add_arguments(parser):
                             f"most {config_lib.MAX_PRIOR_CORRECTION:g} "
                             f"(default {D.prior_correction:g})")
     lossg.add_argument("--prior-correction-floor", type=float, default=None, metavar="F",
-                       help="choose TAU at the end of training instead: the largest of 0, 0.1, "
-                            "..., 1.5 whose validation pixel accuracy stays >= F (e.g. 0.79), "
-                            "written to config.json for eval/predict/export (default 0: keep "
-                            "--prior-correction)")
+                       help="choose TAU at the end of training instead, the largest of 0, 0.1, "
+                            "..., 1.5 keeping validation pixel accuracy >= F (e.g. 0.79), written "
+                            "to config.json for eval/predict/export (default 0: keep TAU)")
+    lossg.add_argument("--prior-correction-choice", choices=config_lib.PRIOR_CHOICES,
+                       default=None, help="mean_iou: choose TAU at the end for the best validation "
+                       f"mean IU (among those keeping F, if given) (default {D.prior_correction_choice})")
 
     dist = parser.add_argument_group(
         "distributed", "between-graph replicated training on TensorFlow's gRPC runtime (a "

@@ -390,7 +390,9 @@ def test_cluster_refuses_a_time_budget(tmp_path, default_data):
     assert not (tmp_path / "run" / ".lock").exists()
     # nor weight averaging and the end-of-run prior correction, single-trainer features
     for option, change in (("--ema-decay 0.999", {"ema_decay": 0.999}),
-                           ("--prior-correction-floor 0.79", {"prior_correction_floor": 0.79})):
+                           ("--prior-correction-floor 0.79", {"prior_correction_floor": 0.79}),
+                           ("--prior-correction-choice mean_iou",
+                            {"prior_correction_choice": "mean_iou"})):
         with pytest.raises(ConfigError, match=f"{option}: not supported in a cluster"):
             distributed.train_replica(requested.replace(max_minutes=0.0, **change),
                                       tmp_path / "run", chief, log=lambda *a: None)

@@ -1,4 +1,5 @@
-"""--prior-correction-floor: the prior correction chosen at the end of a run."""
+"""--prior-correction-floor / --prior-correction-choice: the prior correction chosen at the
+end of a run."""
 import json
 
 import pytest
@@ -21,6 +22,32 @@ def test_choose_takes_the_largest_correction_that_keeps_the_floor():
     assert prior_choice.GRID[0] == 0.0 and prior_choice.GRID[-1] == 1.5
 
 
+def _rows(*pixel_and_iou):
+    return {tau: {"pixel_accuracy": p, "mean_iou": iou}
+            for tau, (p, iou) in zip(prior_choice.GRID, pixel_and_iou)}
+
+
+def test_choose_for_mean_iou_takes_the_best_mean_iou_that_keeps_the_floor():
+    rows = _rows((0.82, 0.28), (0.81, 0.29), (0.80, 0.30), (0.78, 0.31), (0.70, 0.25))
+    assert prior_choice.choose(rows, 0.0, "mean_iou") == 0.3  # no floor: the best mean IU
+    assert prior_choice.choose(rows, 0.79, "mean_iou") == 0.2  # 0.3 costs the floor
+    assert prior_choice.choose(rows, 0.79) == 0.2 and prior_choice.choose(rows, 0.70) == 0.4
+    # a tie keeps the smaller correction; nothing keeps the floor: none
+    assert prior_choice.choose(_rows((0.8, 0.3), (0.7, 0.3)), 0.0, "mean_iou") == 0.0
+    assert prior_choice.choose(rows, 0.9, "mean_iou") == 0.0
+    assert prior_choice.choose(_rows((None, None), (None, None)), 0.0, "mean_iou") == 0.0
+    with pytest.raises(ValueError, match="'pixel'"):
+        prior_choice.choose(rows, 0.0, "pixel")
+
+
+def test_a_run_chooses_its_correction_with_a_floor_or_for_mean_iou():
+    assert not config_lib.RunConfig().chooses_prior_correction
+    assert config_lib.RunConfig(prior_correction_floor=0.79).chooses_prior_correction
+    assert config_lib.RunConfig(prior_correction_choice="mean_iou").chooses_prior_correction
+    with pytest.raises(ConfigError, match="prior_correction_choice"):
+        config_lib.RunConfig(prior_correction_choice="pixel")
+
+
 def test_the_floor_must_be_a_pixel_accuracy():
     for floor in (-0.1, 1.0, 79.0):
         with pytest.raises(ConfigError, match="prior_correction_floor"):
@@ -40,6 +67,7 @@ def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data, cap
     sweep = {row["prior_correction"]: row for row in saved["prior_correction_sweep"]}
     chosen = saved["prior_correction"]
     assert list(sweep) == list(prior_choice.GRID) and saved["prior_correction_floor"] == 0.01
+    assert saved["prior_correction_choice"] == "largest"
     assert chosen > 0 and result["config"].prior_correction == chosen
     assert chosen == max(tau for tau, row in sweep.items() if row["pixel_accuracy"] >= 0.01)
     assert any("<- chosen" in line and f"{chosen:6.1f}" in line for line in lines)

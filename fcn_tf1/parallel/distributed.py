@@ -113,11 +113,14 @@ def train_replica(requested, train_dir, task, explicit=(), sync=True, log=print)
                     f"--max-minutes {config.max_minutes:g}: not supported in a cluster (the "
                     "tasks share no clock); use --max-steps (and a step schedule instead of "
                     "poly_time)")
-            for name, value in (("--ema-decay", config.ema_decay),
-                                ("--prior-correction-floor", config.prior_correction_floor)):
-                if value:
-                    raise ConfigError(f"{name} {value:g}: not supported in a cluster (the "
-                                      "single-process trainer has it)")
+            unsupported = [f"{name} {value:g}" for name, value in (
+                ("--ema-decay", config.ema_decay),
+                ("--prior-correction-floor", config.prior_correction_floor)) if value]
+            if config.chooses_prior_correction and not config.prior_correction_floor:
+                unsupported.append(f"--prior-correction-choice {config.prior_correction_choice}")
+            if unsupported:
+                raise ConfigError(f"{', '.join(unsupported)}: not supported in a cluster (the "
+                                  "single-process trainer has it)")
 
         # a worker may not see the chief's train dir: it trains with the options it was given
         run = run_setup.prepare_run(
