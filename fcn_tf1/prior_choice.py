@@ -17,11 +17,11 @@ tau of GRID in one pass (the logits are computed once; each tau only moves
 the argmax), keeps among the taus whose pixel accuracy is at least f the
 largest ("largest", for mean class accuracy) or the one of best mean IU
 ("mean_iou"; 0 when no tau keeps the floor: the plain argmax), and writes it
-to config.json, so the final validation, eval, predict and export use it. How far a correction can
-go before it costs the pixel floor depends on how far the network trained,
-so a recipe chosen this way holds on a slower host, where a constant tuned on
-a faster one over-corrects. The tau is tuned on the validation images: their
-scores are not an unseen-data estimate.
+to config.json, so the final validation, eval, predict and export use it.
+How far a correction can go before it costs the pixel floor depends on how
+far the network trained, so a recipe chosen this way holds on a slower host,
+where a constant tuned on a faster one over-corrects. The tau is tuned on
+the validation images: their scores are not an unseen-data estimate.
 """
 import dataclasses
 
