@@ -35,6 +35,11 @@ PRIOR_CHOICES = ("largest", "mean_iou")
 MIN_INPUT_SCALE, MAX_INPUT_SCALE = 0.1, 4.0  # model.inference checks the same range
 MAX_INT = 2**31  # every integer setting must fit an int32 graph constant
 MAX_PRIOR_CORRECTION = 10.0  # beyond 1 the correction over-favours rare classes
+# The Lovasz term of a training loss sees every 8th row and column (1/64 of the pixels:
+# sorting all costs more than the network). The logits it samples are a bilinear
+# upsampling of a score map at 1/8 of the network's input, so at input scale 0.5 every
+# score cell still gives it 2 x 2 samples.
+LOVASZ_STRIDE = 8
 
 # Fields a resumed run may change: they do not alter the graph, the variables,
 # or the data order, so the checkpoint stays valid and the run stays exact.
@@ -61,7 +66,9 @@ class RunConfig:
     logits are upsampled back: 0.5 sees a 256x256 image at 128x128).
     Loss: ``loss_variant`` (reshape / reshape_free), ``void_label``,
     ``class_weighting`` and the resulting ``class_weights`` (stored, so a
-    resumed run uses exactly the same weights).
+    resumed run uses exactly the same weights), ``lovasz_weight`` (> 0: the
+    Lovasz-softmax loss, a surrogate of mean IU, added with this weight to
+    the cross entropy; losses.lovasz_softmax).
     Prediction: ``prior_correction`` (tau in [0, 10]; 0 = none): the predicted
     class is argmax(logits - tau * log(class_priors)), post-hoc logit
     adjustment toward mean class accuracy (losses.prior_offsets); the loss
@@ -109,6 +116,7 @@ class RunConfig:
     void_label: int = 255
     class_weighting: str = "none"
     class_weights: Optional[Tuple[float, ...]] = None
+    lovasz_weight: float = 0.0  # > 0: the data loss adds this times the Lovasz-softmax loss
     # prediction
     prior_correction: float = 0.0
     # > 0: the end of training chooses prior_correction keeping this pixel accuracy, the
@@ -195,7 +203,7 @@ def _problems(cfg):
     for name in ("weight_decay", "momentum", "save_every_steps", "save_every_secs",
                  "eval_every_steps", "summary_every_steps", "image_summary_every_steps",
                  "log_every_steps", "num_prediction_pngs", "seed", "max_minutes", "poly_power",
-                 "prior_correction"):
+                 "prior_correction", "lovasz_weight"):
         positive(name, allow_zero=True)
     if not cfg.prior_correction <= MAX_PRIOR_CORRECTION:
         out.append(f"prior_correction={cfg.prior_correction!r} must be in [0, "

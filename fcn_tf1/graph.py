@@ -264,9 +264,13 @@ def check_towers(config, num_towers):
 
 def _data_loss(logits, labels, config):
     class_weights = None if config.class_weights is None else list(config.class_weights)
-    return losses.loss(logits, labels, num_classes=config.num_classes,
-                       void_label=config.void_label, class_weights=class_weights,
-                       variant=config.loss_variant)
+    data_loss = losses.loss(logits, labels, num_classes=config.num_classes,
+                            void_label=config.void_label, class_weights=class_weights,
+                            variant=config.loss_variant)
+    if not config.lovasz_weight:
+        return data_loss
+    return data_loss + config.lovasz_weight * losses.lovasz_softmax(
+        logits, labels, config.num_classes, config.void_label, stride=losses.LOVASZ_STRIDE)
 
 
 def _pixel_accuracy(predictions, labels, void_label):

@@ -3,6 +3,7 @@
     VARIANTS                                 the loss variants (config.LOSS_VARIANTS)
     loss(logits, labels, num_classes=33, void_label=255, class_weights=None,
          variant='reshape')                  -> float32 scalar
+    lovasz_softmax(logits, labels, ...)      -> float32 scalar (a surrogate of 1 - mean IU)
     predictions(logits)                      -> int64 [B, H, W] (argmax)
     probabilities(logits)                    -> float32 [B, H, W, C] (softmax)
     validate_labels(labels, ...)             numpy check, raises DataError
@@ -47,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf1.config import LOSS_VARIANTS as VARIANTS
+from fcn_tf1.config import LOVASZ_STRIDE
 from fcn_tf1.errors import DataError
 from fcn_tf1.siftflow import NUM_CLASSES, VOID_LABEL
 
@@ -109,6 +111,54 @@ def loss(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, class_w
                 labels=safe_labels, logits=logits)
         # divide_no_nan: an all-void batch gives 0 / 0 -> 0 with zero (finite) gradients.
         return tf.math.divide_no_nan(tf.reduce_sum(weights * pixel_loss), tf.reduce_sum(weights),
+                                     name="value")
+
+
+def lovasz_softmax(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, stride=1):
+    """The Lovasz-softmax loss (Berman et al., CVPR 2018): a convex surrogate of 1 - mean IU.
+
+    For each class c present in ``labels``, the pixel errors e_i = |[y_i = c] - p_i(c)|
+    (softmax probabilities) are sorted in decreasing order and weighted by
+    the increments of the Jaccard loss along that order (the gradient of its
+    Lovasz extension); the loss is the mean over the present classes. It is
+    computed over the whole batch at once (the IU of the set, not of each
+    image), on the pixels of every ``stride``-th row and column (sorting all
+    of them costs more than the network at full resolution); void pixels are
+    left out. Classes absent from the batch add nothing.
+
+    Args:
+        logits: float32 [B, H, W, num_classes], unscaled.
+        labels: integer [B, H, W], values in [0, num_classes - 1] or ``void_label``
+            (not checked here: :func:`loss` checks them).
+        num_classes: int C.
+        void_label: the label of unlabelled pixels.
+        stride: int >= 1, the subsampling of rows and columns.
+
+    Returns:
+        float32 scalar tensor in [0, 1]; 0 when no pixel is valid.
+    """
+    stride = int(stride)
+    if stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    with tf.name_scope("lovasz_softmax"):
+        logits = tf.cast(logits[:, ::stride, ::stride, :], tf.float32)
+        labels = tf.cast(labels[:, ::stride, ::stride], tf.int32)
+        valid = tf.reshape(tf.not_equal(labels, void_label), [-1])
+        probs = tf.boolean_mask(tf.reshape(tf.nn.softmax(logits), [-1, num_classes]), valid)
+        labels = tf.boolean_mask(tf.reshape(labels, [-1]), valid)
+        truth = tf.transpose(tf.one_hot(labels, num_classes, dtype=tf.float32))  # [C, P]
+        errors = tf.abs(truth - tf.transpose(probs))
+        sorted_errors, order = tf.math.top_k(errors, k=tf.shape(errors)[1], sorted=True)
+        sorted_truth = tf.gather(truth, order, batch_dims=1)
+        # Jaccard loss of the first k pixels of the order, k = 1..P, and its increments
+        total = tf.reduce_sum(sorted_truth, axis=1, keepdims=True)
+        intersection = total - tf.cumsum(sorted_truth, axis=1)
+        union = total + tf.cumsum(1.0 - sorted_truth, axis=1)
+        jaccard = 1.0 - intersection / union
+        increments = tf.concat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+        per_class = tf.reduce_sum(sorted_errors * tf.stop_gradient(increments), axis=1)
+        present = tf.cast(tf.reshape(total, [-1]) > 0, tf.float32)
+        return tf.math.divide_no_nan(tf.reduce_sum(per_class * present), tf.reduce_sum(present),
                                      name="value")
 
 

@@ -180,18 +180,16 @@ def add_arguments(parser):
                           "the vgg16 backbone from")
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=config_lib.OPTIMIZERS, default=None,
-                     help=f"(default {D.optimizer})")
+    opt.add_argument("--optimizer", choices=config_lib.OPTIMIZERS, help=f"(default {D.optimizer})")
     opt.add_argument("--learning-rate", "--lr", type=float, default=None,
                      help=f"base learning rate (default {D.learning_rate:g})")
     opt.add_argument("--momentum", type=float, default=None,
                      help=f"momentum of the momentum optimizer (default {D.momentum})")
     opt.add_argument("--lr-schedule", choices=config_lib.SCHEDULES, default=None,
-                     help=f"poly: lr*(1-step/max_steps)^power; poly_time: "
-                          f"lr*(1-minutes/max_minutes)^power, decays over the --max-minutes "
-                          f"budget whatever the machine's speed (needs --max-minutes; "
-                          f"--max-steps is then only a cap: set it high; the rates follow "
-                          f"the wall clock, so runs are not exactly repeatable); step: "
+                     help="poly: lr*(1-step/max_steps)^power; poly_time: lr*(1-minutes/"
+                          "max_minutes)^power, over the --max-minutes budget whatever the "
+                          "machine's speed (--max-steps only a cap: set it high; rates follow "
+                          "the wall clock, runs not exactly repeatable); step: "
                           f"lr*gamma^floor(step/size); constant (default {D.lr_schedule})")
     opt.add_argument("--poly-power", type=float, default=None,
                      help=f"power of the poly and poly_time schedules (default {D.poly_power})")
@@ -213,14 +211,16 @@ def add_arguments(parser):
                             "sparse_softmax_cross_entropy_with_logits, per pixel; "
                             f"reshape_free: 4-D logits straight to the op (default {D.loss_variant})")
     lossg.add_argument("--class-weighting", choices=config_lib.CLASS_WEIGHTINGS, default=None,
-                       help="median_frequency: class-balanced loss with weights computed from the "
-                            "training images (Eigen & Fergus: a class's frequency within the "
-                            "images showing it); sqrt_median_frequency: their square roots, a "
-                            "milder balance; median_frequency_global: frequencies over all "
-                            "training pixels, a stronger balance for classes that are rare in the "
-                            "set but large where they occur (desert, balcony) and for the rarest; "
-                            "on SIFT Flow too strong (docs/EXPERIMENTS.md) "
-                            f"(default {D.class_weighting})")
+                       help="median_frequency: class-balanced loss, weights from the training "
+                            "images (Eigen & Fergus: a class's frequency within the images "
+                            "showing it); sqrt_median_frequency: their square roots, milder; "
+                            "median_frequency_global: frequencies over all training pixels, "
+                            "stronger for the rarest (on SIFT Flow too strong: "
+                            f"docs/EXPERIMENTS.md) (default {D.class_weighting})")
+    lossg.add_argument("--lovasz-weight", type=float, default=None, metavar="W",
+                       help="add W times the Lovasz-softmax loss (Berman et al. 2018: 1 - mean "
+                            f"IU of the batch, every {config_lib.LOVASZ_STRIDE}th row and column) "
+                            f"to the cross entropy (default {D.lovasz_weight:g}: none)")
     lossg.add_argument("--prior-correction", type=float, default=None, metavar="TAU",
                        help="not a loss change: validation, eval, predict and export take "
                             "argmax(logits - TAU * log(class frequency in the training images)) "
