@@ -270,7 +270,7 @@ def _data_loss(logits, labels, config):
     if not config.lovasz_weight:
         return data_loss
     return data_loss + config.lovasz_weight * losses.lovasz_softmax(
-        logits, labels, config.num_classes, config.void_label, stride=losses.LOVASZ_STRIDE)
+        logits, labels, config.num_classes, config.void_label)
 
 
 def _pixel_accuracy(predictions, labels, void_label):

@@ -114,7 +114,8 @@ def loss(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, class_w
                                      name="value")
 
 
-def lovasz_softmax(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL, stride=1):
+def lovasz_softmax(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABEL,
+                   stride=LOVASZ_STRIDE):
     """The Lovasz-softmax loss (Berman et al., CVPR 2018): a convex surrogate of 1 - mean IU.
 
     For each class c present in ``labels``, the pixel errors e_i = |[y_i = c] - p_i(c)|
@@ -132,7 +133,7 @@ def lovasz_softmax(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABE
             (not checked here: :func:`loss` checks them).
         num_classes: int C.
         void_label: the label of unlabelled pixels.
-        stride: int >= 1, the subsampling of rows and columns.
+        stride: int >= 1, the subsampling of rows and columns (1: every pixel).
 
     Returns:
         float32 scalar tensor in [0, 1]; 0 when no pixel is valid.
@@ -148,6 +149,10 @@ def lovasz_softmax(logits, labels, num_classes=NUM_CLASSES, void_label=VOID_LABE
         labels = tf.boolean_mask(tf.reshape(labels, [-1]), valid)
         truth = tf.transpose(tf.one_hot(labels, num_classes, dtype=tf.float32))  # [C, P]
         errors = tf.abs(truth - tf.transpose(probs))
+        # One more pixel, of no class and error 0, changes nothing but keeps P >= 1
+        # (top_k's gradient fails on an empty row: a batch without a valid sampled pixel).
+        nothing = tf.zeros([num_classes, 1])
+        truth, errors = tf.concat([truth, nothing], 1), tf.concat([errors, nothing], 1)
         sorted_errors, order = tf.math.top_k(errors, k=tf.shape(errors)[1], sorted=True)
         sorted_truth = tf.gather(truth, order, batch_dims=1)
         # Jaccard loss of the first k pixels of the order, k = 1..P, and its increments
