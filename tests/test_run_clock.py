@@ -159,9 +159,12 @@ def test_preset_fills_what_the_command_line_leaves_unset():
         ("mean_iou", "largest")
     assert config.chooses_prior_correction and balanced.chooses_prior_correction
     assert config.ema_decay == balanced.ema_decay == 0.999
+    # the Lovasz-softmax term is measured on the plain loss only
+    assert (config.lovasz_weight, balanced.lovasz_weight) == (1.0, 0.0)
     assert config.repeat_factor_threshold == balanced.repeat_factor_threshold == 0.1
     assert balanced.replace(class_weighting="none", learning_rate=5e-4, prior_correction=0.0,
-                            prior_correction_floor=0.0, prior_correction_choice="mean_iou") == \
+                            prior_correction_floor=0.0, prior_correction_choice="mean_iou",
+                            lovasz_weight=1.0) == \
         config.replace(width=balanced.width)
     # None in a preset is a value (whole images), not "unset": the default crop must not win
     assert wanted["crop_size"] is None and config.crop_size is None
