@@ -83,6 +83,8 @@ def curve_title(run):
     crop = "whole images" if config.crop_size is None else f"{config.crop_size} px crops"
     scale = "" if config.input_scale == 1.0 else f" at scale {config.input_scale:g}"
     loss = "" if config.class_weighting == "none" else f", {config.class_weighting} loss"
+    if config.lovasz_weight:
+        loss += f", Lovasz-softmax term {config.lovasz_weight:g}"
     if config.repeat_factor_threshold:
         loss += f", repeat factor sampling {config.repeat_factor_threshold:g}"
     if config.prior_correction:

@@ -1,9 +1,11 @@
-"""--lovasz-weight: the Lovasz-softmax loss against a numpy computation, and its place in the data loss."""
+"""--lovasz-weight: the Lovasz-softmax loss against numpy, and its place in the data loss."""
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf1 import config as config_lib, graph, losses
+from fcn_tf1 import config as config_lib, graph, losses, validation
 from fcn_tf1.errors import ConfigError
 
 tf1 = tf.compat.v1
@@ -109,3 +111,12 @@ def test_training_data_loss_is_cross_entropy_plus_weighted_lovasz(default_data):
 def test_negative_weight_is_a_config_error():
     with pytest.raises(ConfigError, match="lovasz_weight"):
         config_lib.RunConfig(lovasz_weight=-0.5)
+
+
+def test_the_learning_curve_title_names_the_term():
+    def title(weight):
+        run = types.SimpleNamespace(config=config_lib.RunConfig(lovasz_weight=weight),
+                                    val_indices=[0, 1])
+        return validation.curve_title(run)
+    assert "Lovasz-softmax term 0.5" in title(0.5)
+    assert "Lovasz" not in title(0.0)
