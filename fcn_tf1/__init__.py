@@ -30,7 +30,8 @@ Data flows one stage per module::
     model.py          inference(images, ...) -> unscaled logits [B, H, W, num_classes]
     vgg16_weights.py  loader for Keras' VGG16 HDF5 weight files
     losses.py         loss(logits, labels, ...) in the 'reshape' and 'reshape_free' variants,
-                      void masking, class weights; predictions(), probabilities()
+                      void masking, class weights; lovasz_softmax(); predictions(),
+                      probabilities()
     compare.py        the reference comparison of the two loss variants
     config.py         the run config (dataclass <-> config.json), validated on load
     presets.py        named training recipes; train_args.py: command line -> RunConfig

@@ -105,8 +105,7 @@ def prior_offsets_feed(session, config):
 def inference(images, config, input_scale=None, is_training=False):
     """``model.inference`` with the architecture of ``config``: unscaled logits [B, H, W, C].
 
-    ``input_scale`` defaults to the run's own; ``is_training`` is a bool or a
-    bool tensor (batch norm statistics and dropout).
+    ``input_scale`` defaults to the run's own; ``is_training``: a bool or bool tensor.
     """
     return model.inference(images, num_classes=config.num_classes, variant=config.variant,
                            backbone=config.backbone, width=config.width, dropout=config.dropout,
@@ -130,10 +129,9 @@ def _view_average(images, config, test_scales, test_flip):
 def time_fraction_input(config):
     """The float32 scalar placeholder ``time_fraction`` for ``lr_schedule='poly_time'``, else None.
 
-    It is the share of the run's time budget used so far (run_clock.RunClock
-    seconds / 60 max_minutes), fed with every training step by the loop; a
-    runner that does not feed it fails on its first step instead of training
-    at a wrong rate.
+    It is the share of the run's time budget used so far (RunClock seconds / 60
+    max_minutes), fed with every step; a runner that does not feed it fails on
+    its first step instead of training at a wrong rate.
     """
     if config.lr_schedule != "poly_time":
         return None
@@ -148,8 +146,7 @@ def learning_rate_schedule(config, global_step, time_fraction=None):
                                           end_learning_rate=0.0, power=config.poly_power)
     if config.lr_schedule == "poly_time":
         if time_fraction is None:
-            raise ValueError("lr_schedule 'poly_time' needs the time_fraction input "
-                             "(graph.time_fraction_input)")
+            raise ValueError("lr_schedule 'poly_time' needs graph.time_fraction_input")
         left = 1.0 - tf.clip_by_value(time_fraction, 0.0, 1.0)
         return tf.multiply(config.learning_rate, left ** config.poly_power, name="learning_rate")
     if config.lr_schedule == "step":
@@ -257,6 +254,9 @@ def _averager(config, global_step):
 
 def check_towers(config, num_towers):
     """Raises ConfigError unless ``config``'s batch can be split over ``num_towers`` towers."""
+    if config.lovasz_weight:
+        raise ConfigError("--lovasz-weight does not combine with --towers: the Lovasz term is "
+                          "the IU of the whole batch, a tower sees only its part")
     if num_towers > config.batch_size:
         raise ConfigError(f"--towers {num_towers}: needs a batch size of at least "
                           f"{num_towers}, the run has {config.batch_size}")

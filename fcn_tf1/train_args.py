@@ -187,10 +187,10 @@ def add_arguments(parser):
                      help=f"momentum of the momentum optimizer (default {D.momentum})")
     opt.add_argument("--lr-schedule", choices=config_lib.SCHEDULES, default=None,
                      help="poly: lr*(1-step/max_steps)^power; poly_time: lr*(1-minutes/"
-                          "max_minutes)^power, over the --max-minutes budget whatever the "
-                          "machine's speed (--max-steps only a cap: set it high; rates follow "
-                          "the wall clock, runs not exactly repeatable); step: "
-                          f"lr*gamma^floor(step/size); constant (default {D.lr_schedule})")
+                          "max_minutes)^power, needs --max-minutes and decays over it whatever "
+                          "the machine's speed (--max-steps only a cap; rates follow the wall "
+                          "clock, runs not exactly repeatable); step: lr*gamma^floor(step/size);"
+                          f" constant (default {D.lr_schedule})")
     opt.add_argument("--poly-power", type=float, default=None,
                      help=f"power of the poly and poly_time schedules (default {D.poly_power})")
     opt.add_argument("--step-size", type=int, default=None,

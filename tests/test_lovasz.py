@@ -76,6 +76,29 @@ def test_confident_right_logits_score_near_zero_and_wrong_ones_near_one():
     assert run_lovasz(right, (labels + 1) % C, 1)[0] > 0.99
 
 
+def test_on_saturated_logits_it_is_one_minus_the_mean_iou_of_the_predictions():
+    # With one-hot probabilities every error is 0 or 1 and the Lovasz extension equals the
+    # Jaccard loss itself: 1 - IU of each class of the labels, counted from a confusion matrix.
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, C - 1, (2, 10, 10))  # class C - 1 absent from the labels
+    predicted = np.where(rng.random(labels.shape) < 0.3, rng.integers(0, C, labels.shape), labels)
+    labels[1, :3] = VOID
+    logits = 30.0 * np.eye(C, dtype=np.float32)[predicted]
+    valid = labels != VOID
+    confusion = np.zeros((C, C))
+    np.add.at(confusion, (labels[valid], predicted[valid]), 1)
+    iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
+    expected = 1.0 - iou[:C - 1].mean()
+    assert 0.2 < expected < 0.8
+    assert run_lovasz(logits, labels, 1)[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_towers_are_refused():
+    with pytest.raises(ConfigError, match="--lovasz-weight does not combine with --towers"):
+        graph.check_towers(config_lib.RunConfig(lovasz_weight=1.0), 2)
+    graph.check_towers(config_lib.RunConfig(), 2)
+
+
 def test_an_all_void_batch_gives_zero_and_finite_zero_gradients():
     logits = np.random.default_rng(1).normal(size=(2, 4, 4, C)).astype(np.float32)
     value, gradient = run_lovasz(logits, np.full((2, 4, 4), VOID), 1)
