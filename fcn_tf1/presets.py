@@ -54,7 +54,8 @@ PRESETS = {
     # fcn8s-ema-1core, -s1 and -s2): +2.26 / +0.92 / +0.90 mean IU, -0.56 / -0.74 / -1.05
     # pixel accuracy against the same runs' raw weights without correction
     # The Lovasz-softmax term (weight 1), lovasz1-1core-s1 and -s2 against fcn8s-ema-1core-s1
-    # and -s2 (each with its chosen correction): +0.71 / +1.41 mean IU, -0.18 / -0.07 pixel accuracy
+    # and -s2 (each with its chosen correction): +0.71 / +1.41 mean IU, -0.18 / -0.07 pixel
+    # accuracy; on both cores siftflow-cpu-60min-lovasz against -meaniou +0.51 / +0.65
     "siftflow-cpu-60min": _siftflow_cpu(
         5e-4, "none", ", the Lovasz-softmax loss added to the cross entropy, a moving average "
         "of the weights (decay 0.999), and predictions corrected by the class priors, the "
