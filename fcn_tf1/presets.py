@@ -55,7 +55,7 @@ PRESETS = {
     # pixel accuracy against the same runs' raw weights without correction
     # The Lovasz-softmax term (weight 1), lovasz1-1core-s1 and -s2 against fcn8s-ema-1core-s1
     # and -s2 (each with its chosen correction): +0.71 / +1.41 mean IU, -0.18 / -0.07 pixel
-    # accuracy; on both cores siftflow-cpu-60min-lovasz against -meaniou +0.51 / +0.65
+    # accuracy; both cores, siftflow-cpu-60min-lovasz against -meaniou: +0.51 mean IU, +0.65 pixel
     "siftflow-cpu-60min": _siftflow_cpu(
         5e-4, "none", ", the Lovasz-softmax loss added to the cross entropy, a moving average "
         "of the weights (decay 0.999), and predictions corrected by the class priors, the "
