@@ -6,6 +6,7 @@ API::
     Averager(decay, global_step)             builds the averages; .after(train_op), .swapped(session)
     restore_map(scope='fcn')                 {checkpoint name: variable}, the averages into the model
     average_name(name)                       the checkpoint name of variable ``name``'s average
+    is_average(name)                         whether ``name`` names an average
 
 With ``ema_decay`` d > 0 every training step ends with
 ``average = r * average + (1 - r) * weight`` for every weight and batch-norm
@@ -41,6 +42,11 @@ def averaged_variables(scope="fcn"):
 def average_name(name):
     """``fcn/conv1_1/weights`` -> the name its average has in a checkpoint."""
     return f"{name}/{AVERAGE_SUFFIX}"
+
+
+def is_average(name):
+    """Whether ``name`` (a variable or checkpoint name) is the name of an average."""
+    return name.endswith(f"/{AVERAGE_SUFFIX}")
 
 
 def restore_map(scope="fcn"):

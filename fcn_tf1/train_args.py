@@ -170,11 +170,11 @@ def add_arguments(parser):
                           "the net at 128x128 (a step ~25%% slower than with 128 px crops: the "
                           f"loss stays at full resolution) (default {D.input_scale:g})")
     net.add_argument("--init-from", type=str, default=None, metavar="RUN_DIR_OR_CHECKPOINT",
-                     help="start a new run from another run's weights: every variable of the "
-                          "same name and shape is copied (batch-norm statistics included; not "
-                          "the optimizer state nor the step), the others start fresh, e.g. "
-                          "FCN-16s from an FCN-32s run (its new skip layer starts at zero); "
-                          "ignored when the run resumes from its own checkpoint")
+                     help="start a new run from another run's weights (their moving averages "
+                          "if it averaged them): every variable of the same name and shape is "
+                          "copied (batch-norm statistics included; not the optimizer state nor "
+                          "the step), the others start fresh, e.g. FCN-16s from an FCN-32s run "
+                          "(its new skip layer starts at zero); ignored on resume")
     net.add_argument("--vgg16-weights", type=str, default=None,
                      help="Keras VGG16 HDF5 weights (..._tf_kernels.h5 or _notop.h5) to start "
                           "the vgg16 backbone from")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf1 import cli, config as config_lib, graph, h5data, model, train, warm_start
+from fcn_tf1 import (averaging, cli, config as config_lib, graph, h5data, model, train,
+                     warm_start)
 from fcn_tf1.errors import ConfigError
 
 tf1 = tf.compat.v1
@@ -95,6 +96,45 @@ def test_init_from_through_the_command_line(run32, tmp_path, capsys):
     resumed = capsys.readouterr().out
     assert f"--init-from {run32} ignored: the run resumes from its own checkpoint" in resumed
     assert "initialised from" not in resumed
+
+
+def test_init_from_an_averaging_run_starts_from_its_averages(default_data, tmp_path):
+    """The weights come from the old run's moving averages (what it was scored with), and
+    a new run that averages too starts its averages there; the optimizer state stays fresh."""
+    old = tmp_path / "averaged"
+    train.train(tiny(default_data, ema_decay=0.9, optimizer="adam", learning_rate=0.01), old,
+                log=lambda *a: None)
+    source = warm_start.source_checkpoint(old)
+    reader = tf.train.load_checkpoint(source)
+    entries = reader.get_variable_to_shape_map()
+    weights = "fcn/conv1_1/weights"
+    assert not np.array_equal(reader.get_tensor(weights),
+                              reader.get_tensor(f"{weights}/ExponentialMovingAverage"))
+    for ema_decay in (0.0, 0.9):
+        with tf.Graph().as_default():
+            net = graph.build_training_graph(tiny(default_data, ema_decay=ema_decay,
+                                                  optimizer="adam"))
+            planned = warm_start.plan(source, tf1.global_variables())
+            with tf1.Session() as session:
+                session.run(tf1.global_variables_initializer())
+                warm_start.initialise(session, source, planned)
+                values = {v.op.name: session.run(v) for v in tf1.global_variables()}
+                assert session.run(net.global_step) == 0
+        model_names = [n for n in values if n.startswith("fcn/") and not averaging.is_average(n)
+                       and not warm_start.is_optimizer_state(n)]
+        assert weights in model_names and "fcn/conv1_1/moving_mean" in model_names
+        for name in model_names:
+            average = f"{name}/ExponentialMovingAverage"
+            expected = reader.get_tensor(average if average in entries else name)
+            np.testing.assert_array_equal(values[name], expected, err_msg=name)
+            if ema_decay:
+                np.testing.assert_array_equal(values.get(average, expected), expected,
+                                              err_msg=average)
+        assert planned.averaged == sum(f"{n}/ExponentialMovingAverage" in entries
+                                       for n in model_names)
+        assert planned.averaged > 20 and not any(
+            warm_start.is_optimizer_state(v.op.name) for _, v in planned.copied)
+        assert "from the moving averages of its weights" in warm_start.describe(source, planned)
 
 
 def test_init_from_refuses_what_does_not_fit(run32, default_data, tmp_path, capsys):
