@@ -7,6 +7,7 @@ API::
                                            -> {tau: metrics dict}, one pass over the images
     choose(scores, floor, rule="largest")  -> among the taus whose pixel accuracy >= floor,
                                               the largest, or (rule "mean_iou") the best mean IU
+    floor_missed(scores, chosen, floor)    -> a log line when even ``chosen`` is under the floor
     choose_for_run(session, net, run)      sweep + choose + config.json
                                            -> (the run with it, the sweep for metrics.json)
 
@@ -81,6 +82,16 @@ def describe_rule(floor, rule):
     return best + (f" with pixel accuracy >= {100 * floor:g} %" if floor else "")
 
 
+def floor_missed(scores, chosen, floor):
+    """None, or one line saying that no tau (not even 0, ``chosen``) keeps the pixel floor."""
+    pixel = scores[chosen]["pixel_accuracy"]
+    if not floor or (pixel is not None and pixel >= floor):
+        return None
+    at = "no pixel scored" if pixel is None else f"{100 * pixel:.2f} % at tau {chosen:g}"
+    return (f"warning: no correction keeps pixel accuracy >= {100 * floor:g} % ({at}): the "
+            "network trained too few steps for this floor; no correction is applied")
+
+
 def format_sweep(scores, chosen=None, rule=None):
     """The sweep as log lines, the ``chosen`` row marked (with its ``rule`` in words)."""
     lines = [] if rule is None else [f"prior correction chosen on the validation images: {rule}"]
@@ -109,8 +120,12 @@ def choose_for_run(session, net, run):
     chosen = choose(scores, floor, rule)
     for line in format_sweep(scores, chosen, describe_rule(floor, rule)):
         run.log(line)
+    missed = floor_missed(scores, chosen, floor)
+    if missed:
+        run.log(missed)
     config = config.replace(prior_correction=chosen)
     config_lib.save(config, run.train_dir)
     record = {"prior_correction_floor": floor, "prior_correction_choice": rule,
+              "prior_correction_floor_kept": missed is None,
               "prior_correction_sweep": sweep_record(scores)}
     return dataclasses.replace(run, config=config), record

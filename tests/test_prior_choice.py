@@ -22,6 +22,15 @@ def test_choose_takes_the_largest_correction_that_keeps_the_floor():
     assert prior_choice.GRID[0] == 0.0 and prior_choice.GRID[-1] == 1.5
 
 
+def test_a_floor_nothing_keeps_is_said_in_one_line():
+    assert prior_choice.floor_missed(_scores(0.80, 0.79, 0.70), 0.1, 0.79) is None
+    assert prior_choice.floor_missed(_scores(0.70), 0.0, 0.0) is None  # no floor asked
+    line = prior_choice.floor_missed(_scores(0.789, 0.70), 0.0, 0.79)
+    assert line.startswith("warning: no correction keeps pixel accuracy >= 79 % (78.90 % at "
+                           "tau 0)") and "\n" not in line
+    assert "no pixel scored" in prior_choice.floor_missed(_scores(None), 0.0, 0.79)
+
+
 def _rows(*pixel_and_iou):
     return {tau: {"pixel_accuracy": p, "mean_iou": iou}
             for tau, (p, iou) in zip(prior_choice.GRID, pixel_and_iou)}
@@ -67,7 +76,8 @@ def test_a_run_predicts_with_the_correction_it_chose(tmp_path, default_data, cap
     sweep = {row["prior_correction"]: row for row in saved["prior_correction_sweep"]}
     chosen = saved["prior_correction"]
     assert list(sweep) == list(prior_choice.GRID) and saved["prior_correction_floor"] == 0.01
-    assert saved["prior_correction_choice"] == "largest"
+    assert saved["prior_correction_choice"] == "largest" and saved["prior_correction_floor_kept"]
+    assert not any(line.startswith("warning: no correction keeps") for line in lines)
     assert chosen > 0 and result["config"].prior_correction == chosen
     assert chosen == max(tau for tau, row in sweep.items() if row["pixel_accuracy"] >= 0.01)
     assert any("<- chosen" in line and f"{chosen:6.1f}" in line for line in lines)
