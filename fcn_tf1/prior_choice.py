@@ -88,8 +88,8 @@ def floor_missed(scores, chosen, floor):
     if not floor or (pixel is not None and pixel >= floor):
         return None
     at = "no pixel scored" if pixel is None else f"{100 * pixel:.2f} % at tau {chosen:g}"
-    return (f"warning: no correction keeps pixel accuracy >= {100 * floor:g} % ({at}): the "
-            "network trained too few steps for this floor; no correction is applied")
+    return (f"warning: no correction keeps pixel accuracy >= {100 * floor:g} % ({at}); no "
+            "correction is applied")
 
 
 def format_sweep(scores, chosen=None, rule=None):
