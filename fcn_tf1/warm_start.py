@@ -3,7 +3,7 @@
 API::
 
     source_checkpoint(path)                 a run directory (its latest checkpoint) or a prefix
-    plan(checkpoint, variables, with_optimizer=False)   -> Plan(copied, fresh, skipped, averaged)
+    plan(checkpoint, variables, with_optimizer=False)   -> Plan(copied, fresh, skipped); .averaged
     initialise(session, checkpoint, plan)   restores the planned variables in ``session``
 
 FCN's protocol (Long et al.): train FCN-32s, then FCN-16s initialised from it,
@@ -27,8 +27,13 @@ tf1 = tf.compat.v1
 # Variables that belong to the optimizer or the step count, not to the model
 OPTIMIZER_MARKERS = ("/Adam", "/Momentum", "beta1_power", "beta2_power", "global_step")
 
-# copied: [(name in the checkpoint, variable)]; averaged: how many of them read a moving average
-Plan = collections.namedtuple("Plan", ["copied", "fresh", "skipped", "averaged"])
+class Plan(collections.namedtuple("Plan", ["copied", "fresh", "skipped"])):
+    """copied: [(name in the checkpoint, variable)]; fresh, skipped: variable names."""
+
+    @property
+    def averaged(self):
+        """How many of ``copied`` read a moving average instead of their own name."""
+        return sum(1 for source, variable in self.copied if source != variable.op.name)
 
 
 def source_checkpoint(path):
@@ -55,8 +60,8 @@ def plan(checkpoint, variables, with_optimizer=False):
     Returns:
       Plan: ``copied`` [(checkpoint name, variable)], ``fresh`` (names the
       checkpoint does not hold: initialised as a new run would), ``skipped``
-      (optimizer slots and the global step, left fresh unless ``with_optimizer``),
-      ``averaged`` (how many variables of ``copied`` read a moving average).
+      (optimizer slots and the global step, left fresh unless ``with_optimizer``);
+      ``averaged``: how many variables of ``copied`` read a moving average.
 
     Raises:
       ConfigError: nothing matches, or a name matches with another shape (one
@@ -86,8 +91,7 @@ def plan(checkpoint, variables, with_optimizer=False):
     if not copied:
         raise ConfigError(f"--init-from {checkpoint}: none of this model's variables is in the "
                           "checkpoint (not a checkpoint of this project's FCN?)")
-    averaged = sum(1 for source, v in copied if source != v.op.name)
-    return Plan(copied, fresh, skipped, averaged)
+    return Plan(copied, fresh, skipped)
 
 
 def initialise(session, checkpoint, planned):
